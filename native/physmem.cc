@@ -1,0 +1,376 @@
+// physmem native layer: system calls only.
+//
+// Everything here is OS work: open/close, memfd, mmap/munmap, external
+// ArrayBuffers over mappings (and their detach), exact-width volatile access.
+// Policy, bookkeeping and messages live in TypeScript (lib/native.ts declares
+// this surface). Arguments arrive checked from JS, but every function still
+// validates them and throws instead of crashing: a bad call must never take
+// the process down.
+//
+// Errors: a system call failure throws an Error with `errno` (positive),
+// `code` ("EACCES") and `syscall`; argument errors throw with code "EINVAL".
+
+#include <napi.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+// A mapping and the number of ArrayBuffers over it that are still attached.
+// JS (lib/mapping.ts) keeps the buffers themselves and detaches them before
+// unmapping; the count lets munmap refuse rather than leave a live buffer
+// pointing at unmapped memory.
+struct Mapping {
+  uint8_t* base;
+  size_t length;
+  bool writable;
+  size_t attached;
+};
+
+// Per-environment state (worker threads each get their own).
+struct Instance {
+  std::vector<Mapping*> mappings;  // handle = index + 1; nullptr = free slot
+  std::vector<uint32_t> freeHandles;
+};
+
+Instance* GetInstance(napi_env env) {
+  void* data = nullptr;
+  napi_get_instance_data(env, &data);
+  return static_cast<Instance*>(data);
+}
+
+const char* ErrnoCode(int err) {
+  switch (err) {
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EIO: return "EIO";
+    case ENXIO: return "ENXIO";
+    case EBADF: return "EBADF";
+    case EAGAIN: return "EAGAIN";
+    case ENOMEM: return "ENOMEM";
+    case EACCES: return "EACCES";
+    case EFAULT: return "EFAULT";
+    case EBUSY: return "EBUSY";
+    case EEXIST: return "EEXIST";
+    case ENODEV: return "ENODEV";
+    case ENOTDIR: return "ENOTDIR";
+    case EISDIR: return "EISDIR";
+    case EINVAL: return "EINVAL";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case ENOSPC: return "ENOSPC";
+    case EROFS: return "EROFS";
+    case ENOSYS: return "ENOSYS";
+    case EOVERFLOW: return "EOVERFLOW";
+    case EOPNOTSUPP: return "ENOTSUP";
+    default: return "UNKNOWN";
+  }
+}
+
+[[noreturn]] void ThrowErrno(Napi::Env env, int err, const char* syscall) {
+  Napi::Error e = Napi::Error::New(env, std::string(ErrnoCode(err)) + ": " + strerror(err) + ", " + syscall);
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("code", Napi::String::New(env, ErrnoCode(err)));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  throw e;
+}
+
+[[noreturn]] void ThrowInvalid(Napi::Env env, const std::string& what) {
+  Napi::Error e = Napi::TypeError::New(env, "EINVAL: " + what);
+  e.Set("errno", Napi::Number::New(env, EINVAL));
+  e.Set("code", Napi::String::New(env, "EINVAL"));
+  throw e;
+}
+
+// Argument readers: exact types, integral, in range, or EINVAL.
+double ArgNumber(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsNumber()) ThrowInvalid(info.Env(), std::string(name) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+uint64_t ArgUint(const Napi::CallbackInfo& info, size_t i, const char* name, uint64_t max) {
+  double d = ArgNumber(info, i, name);
+  if (!(d >= 0) || d != static_cast<double>(static_cast<uint64_t>(d)) || d > static_cast<double>(max)) {
+    ThrowInvalid(info.Env(), std::string(name) + " must be an integer in [0, " + std::to_string(max) + "]");
+  }
+  return static_cast<uint64_t>(d);
+}
+
+int ArgFd(const Napi::CallbackInfo& info, size_t i) {
+  return static_cast<int>(ArgUint(info, i, "fd", INT32_MAX));
+}
+
+bool ArgBool(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsBoolean()) ThrowInvalid(info.Env(), std::string(name) + " must be a boolean");
+  return info[i].As<Napi::Boolean>().Value();
+}
+
+std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsString()) ThrowInvalid(info.Env(), std::string(name) + " must be a string");
+  std::string s = info[i].As<Napi::String>().Utf8Value();
+  if (s.find('\0') != std::string::npos) ThrowInvalid(info.Env(), std::string(name) + " must not contain NUL");
+  return s;
+}
+
+uint64_t ArgBigUint(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsBigInt()) ThrowInvalid(info.Env(), std::string(name) + " must be a bigint");
+  bool lossless = false;
+  uint64_t v = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) ThrowInvalid(info.Env(), std::string(name) + " must be in [0, 2^64)");
+  return v;
+}
+
+Mapping* ArgMapping(const Napi::CallbackInfo& info, size_t i) {
+  uint64_t h = ArgUint(info, i, "mapping handle", UINT32_MAX);
+  Instance* inst = GetInstance(info.Env());
+  if (h == 0 || h > inst->mappings.size() || inst->mappings[h - 1] == nullptr) {
+    Napi::Error e = Napi::Error::New(info.Env(), "EBADF: mapping is not open (already unmapped?)");
+    e.Set("errno", Napi::Number::New(info.Env(), EBADF));
+    e.Set("code", Napi::String::New(info.Env(), "EBADF"));
+    throw e;
+  }
+  return inst->mappings[h - 1];
+}
+
+// [offset, offset + len) must lie inside the mapping.
+void CheckRange(const Napi::CallbackInfo& info, const Mapping* m, uint64_t offset, uint64_t len) {
+  if (offset > m->length || len > m->length - offset) {
+    Napi::Error e = Napi::RangeError::New(info.Env(), "ERANGE: [" + std::to_string(offset) + ", +" +
+                                                          std::to_string(len) + ") is outside the mapping of " +
+                                                          std::to_string(m->length) + " bytes");
+    e.Set("errno", Napi::Number::New(info.Env(), ERANGE));
+    e.Set("code", Napi::String::New(info.Env(), "ERANGE"));
+    throw e;
+  }
+}
+
+// ---- files -----------------------------------------------------------------
+
+// open(path, writable, sync) -> fd. O_CLOEXEC always: children must not
+// inherit a /dev/mem descriptor.
+Napi::Value Open(const Napi::CallbackInfo& info) {
+  std::string path = ArgString(info, 0, "path");
+  bool writable = ArgBool(info, 1, "writable");
+  bool sync = ArgBool(info, 2, "sync");
+  int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (sync ? O_SYNC : 0);
+  int fd = open(path.c_str(), flags);
+  if (fd < 0) ThrowErrno(info.Env(), errno, "open");
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  if (close(fd) != 0) ThrowErrno(info.Env(), errno, "close");
+  return info.Env().Undefined();
+}
+
+// memfdCreate(name, size) -> fd: anonymous shared memory for the fake backend.
+Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
+  std::string name = ArgString(info, 0, "name");
+  uint64_t size = ArgUint(info, 1, "size", (1ull << 53));
+  int fd = static_cast<int>(syscall(SYS_memfd_create, name.c_str(), MFD_CLOEXEC));
+  if (fd < 0) ThrowErrno(info.Env(), errno, "memfd_create");
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(info.Env(), err, "ftruncate");
+  }
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// ---- mappings --------------------------------------------------------------
+
+// mmap(fd, offset: bigint, length, writable) -> handle. MAP_SHARED so writes
+// reach the physical memory (or the memfd) rather than a private copy.
+Napi::Value Mmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  uint64_t offset = ArgBigUint(info, 1, "offset");
+  uint64_t length = ArgUint(info, 2, "length", (1ull << 53));
+  bool writable = ArgBool(info, 3, "writable");
+  if (length == 0) ThrowInvalid(env, "length must be > 0");
+  if (offset > static_cast<uint64_t>(INT64_MAX)) ThrowInvalid(env, "offset must be below 2^63");
+  long page = sysconf(_SC_PAGESIZE);
+  if (offset % static_cast<uint64_t>(page) != 0) ThrowInvalid(env, "offset must be a multiple of the page size");
+  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  void* p = mmap(nullptr, length, prot, MAP_SHARED, fd, static_cast<off_t>(offset));
+  if (p == MAP_FAILED) ThrowErrno(env, errno, "mmap");
+
+  Instance* inst = GetInstance(env);
+  Mapping* m = new Mapping{static_cast<uint8_t*>(p), length, writable, 0};
+  uint32_t handle;
+  if (!inst->freeHandles.empty()) {
+    handle = inst->freeHandles.back();
+    inst->freeHandles.pop_back();
+    inst->mappings[handle - 1] = m;
+  } else {
+    inst->mappings.push_back(m);
+    handle = static_cast<uint32_t>(inst->mappings.size());
+  }
+  return Napi::Number::New(env, handle);
+}
+
+// munmap(handle): refused with EBUSY while ArrayBuffers over the mapping are
+// attached, so no JS view can ever point at unmapped memory.
+Napi::Value Munmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Mapping* m = ArgMapping(info, 0);
+  uint32_t handle = static_cast<uint32_t>(info[0].As<Napi::Number>().Uint32Value());
+  if (m->attached != 0) {
+    Napi::Error e = Napi::Error::New(env, "EBUSY: " + std::to_string(m->attached) +
+                                              " ArrayBuffers over this mapping are still attached; detach them first");
+    e.Set("errno", Napi::Number::New(env, EBUSY));
+    e.Set("code", Napi::String::New(env, "EBUSY"));
+    throw e;
+  }
+  int rc = munmap(m->base, m->length);
+  int err = errno;
+  Instance* inst = GetInstance(env);
+  inst->mappings[handle - 1] = nullptr;
+  inst->freeHandles.push_back(handle);
+  delete m;
+  if (rc != 0) ThrowErrno(env, err, "munmap");
+  return env.Undefined();
+}
+
+// arrayBuffer(handle, offset, length) -> an external ArrayBuffer over exactly
+// [base + offset, + length): no copy, and no way to reach past its end. No
+// finalizer: the memory belongs to the mapping, and JS detaches the buffer
+// (detach) before the mapping goes away.
+Napi::Value ArrayBufferOver(const Napi::CallbackInfo& info) {
+  napi_env env = info.Env();
+  Mapping* m = ArgMapping(info, 0);
+  uint64_t offset = ArgUint(info, 1, "offset", (1ull << 53));
+  uint64_t length = ArgUint(info, 2, "length", (1ull << 53));
+  CheckRange(info, m, offset, length);
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, m->base + offset, length, nullptr, nullptr, &ab) != napi_ok) {
+    Napi::Error e = Napi::Error::New(info.Env(), "ENOTSUP: this runtime refuses external ArrayBuffers (V8 sandbox?)");
+    e.Set("code", Napi::String::New(info.Env(), "ENOTSUP"));
+    throw e;
+  }
+  m->attached++;
+  return Napi::Value(env, ab);
+}
+
+// detach(handle, arrayBuffer): every view over the buffer becomes zero-length.
+// Only buffers that lie inside this mapping are accepted, and a buffer already
+// detached is a no-op, so the attached count stays exact.
+Napi::Value Detach(const Napi::CallbackInfo& info) {
+  Mapping* m = ArgMapping(info, 0);
+  if (info.Length() < 2 || !info[1].IsArrayBuffer()) ThrowInvalid(info.Env(), "second argument must be an ArrayBuffer");
+  void* data = nullptr;
+  size_t len = 0;
+  napi_get_arraybuffer_info(info.Env(), info[1], &data, &len);
+  if (data == nullptr || len == 0) return info.Env().Undefined();  // already detached
+  uint8_t* p = static_cast<uint8_t*>(data);
+  if (p < m->base || p + len > m->base + m->length) ThrowInvalid(info.Env(), "ArrayBuffer does not belong to this mapping");
+  if (napi_detach_arraybuffer(info.Env(), info[1]) != napi_ok) ThrowInvalid(info.Env(), "ArrayBuffer is not detachable");
+  m->attached--;
+  return info.Env().Undefined();
+}
+
+// Number of ArrayBuffers over a mapping still attached: for tests and stats.
+Napi::Value AttachedCount(const Napi::CallbackInfo& info) {
+  Mapping* m = ArgMapping(info, 0);
+  return Napi::Number::New(info.Env(), static_cast<double>(m->attached));
+}
+
+// The mapping's virtual address, for /proc/self/pagemap look-ups.
+Napi::Value MappingAddress(const Napi::CallbackInfo& info) {
+  Mapping* m = ArgMapping(info, 0);
+  return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(reinterpret_cast<uintptr_t>(m->base)));
+}
+
+// ---- exact-width access ----------------------------------------------------
+
+// One volatile load or store of exactly the asked width, naturally aligned:
+// devices such as QEMU's edu ignore or misread other widths.
+template <typename T>
+volatile T* At(const Napi::CallbackInfo& info, bool forWrite) {
+  Mapping* m = ArgMapping(info, 0);
+  uint64_t offset = ArgUint(info, 1, "offset", (1ull << 53));
+  CheckRange(info, m, offset, sizeof(T));
+  if (offset % sizeof(T) != 0) ThrowInvalid(info.Env(), "offset must be aligned to the access width");
+  if (forWrite && !m->writable) ThrowErrno(info.Env(), EACCES, "write (mapping is read-only)");
+  return reinterpret_cast<volatile T*>(m->base + offset);
+}
+
+template <typename T>
+Napi::Value ReadN(const Napi::CallbackInfo& info) {
+  T v = *At<T>(info, false);
+  return Napi::Number::New(info.Env(), static_cast<double>(v));
+}
+
+template <typename T>
+Napi::Value WriteN(const Napi::CallbackInfo& info) {
+  volatile T* p = At<T>(info, true);
+  uint64_t v = ArgUint(info, 2, "value", static_cast<T>(~static_cast<T>(0)));
+  *p = static_cast<T>(v);
+  return info.Env().Undefined();
+}
+
+Napi::Value Read64(const Napi::CallbackInfo& info) {
+  uint64_t v = *At<uint64_t>(info, false);
+  return Napi::BigInt::New(info.Env(), v);
+}
+
+Napi::Value Write64(const Napi::CallbackInfo& info) {
+  volatile uint64_t* p = At<uint64_t>(info, true);
+  *p = ArgBigUint(info, 2, "value");
+  return info.Env().Undefined();
+}
+
+Napi::Value PageSize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(sysconf(_SC_PAGESIZE)));
+}
+
+void Cleanup(napi_env /*env*/, void* data, void* /*hint*/) {
+  Instance* inst = static_cast<Instance*>(data);
+  for (Mapping* m : inst->mappings) {
+    if (m == nullptr) continue;
+    // At teardown JS is gone too: no view can be used any more.
+    munmap(m->base, m->length);
+    delete m;
+  }
+  delete inst;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  napi_set_instance_data(env, new Instance(), Cleanup, nullptr);
+  exports.Set("open", Napi::Function::New(env, Open, "open"));
+  exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
+  exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
+  exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
+  exports.Set("arrayBuffer", Napi::Function::New(env, ArrayBufferOver, "arrayBuffer"));
+  exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
+  exports.Set("attachedCount", Napi::Function::New(env, AttachedCount, "attachedCount"));
+  exports.Set("mappingAddress", Napi::Function::New(env, MappingAddress, "mappingAddress"));
+  exports.Set("read8", Napi::Function::New(env, ReadN<uint8_t>, "read8"));
+  exports.Set("read16", Napi::Function::New(env, ReadN<uint16_t>, "read16"));
+  exports.Set("read32", Napi::Function::New(env, ReadN<uint32_t>, "read32"));
+  exports.Set("read64", Napi::Function::New(env, Read64, "read64"));
+  exports.Set("write8", Napi::Function::New(env, WriteN<uint8_t>, "write8"));
+  exports.Set("write16", Napi::Function::New(env, WriteN<uint16_t>, "write16"));
+  exports.Set("write32", Napi::Function::New(env, WriteN<uint32_t>, "write32"));
+  exports.Set("write64", Napi::Function::New(env, Write64, "write64"));
+  exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(physmem, Init)
