@@ -1,0 +1,117 @@
+// Boot configurations for the real-kernel VM tests, and what each one implies.
+//
+// Every config is booted once by `node scripts/vm/run.mjs` / test/vm/vm.test.ts.
+// The `expect` object is handed to the guest verbatim (as JSON, see
+// test/vm/guest.ts) so guest tests can assert what discovery must find.
+//
+// Addresses are what QEMU 7.2 (pc machine, SeaBIOS) + Debian's 6.1 kernel show
+// with `-m 512M`; they were checked in a real guest.
+
+/** Guest RAM as the firmware reports it on the pc machine (0x1ffe0000.. is Reserved: ACPI). */
+const FIRMWARE_RAM_512M = { start: 0x100000, end: 0x1ffdffff };
+
+/** With mem=384M the kernel uses System RAM only up to here. */
+const MEM_LIMIT_384M = 0x18000000;
+
+/**
+ * @typedef {object} Region
+ * @property {number} start  first byte (physical address)
+ * @property {number} end    last byte, inclusive (as /proc/iomem prints it)
+ * @property {string} kind   'above-mem' (firmware RAM above mem=, in no iomem entry)
+ *                           | 'memmap-reserved' (memmap=nn$ss, shows as "Reserved")
+ *
+ * @typedef {object} VmConfig
+ * @property {string}   name
+ * @property {string}   description
+ * @property {string}   memory        QEMU -m
+ * @property {number}   [smp]         guest CPUs (default 1)
+ * @property {string[]} kernelArgs    appended to `console=ttyS0 panic=-1`
+ * @property {string[]} [qemuArgs]    extra QEMU args (array: no shell quoting)
+ * @property {boolean}  [edu]         add `-device edu,dma_mask=0xffffffffff`
+ * @property {number}   [hugepages]   written to /proc/sys/vm/nr_hugepages before the command
+ * @property {string[]} [modules]     extra kernel modules to modprobe (must be in INITRAMFS_MODULES)
+ * @property {boolean}  [optional]    not booted by default; only with --config NAME
+ * @property {object}   expect        handed to the guest tests (JSON)
+ */
+
+/** The edu PCI device (docs/specs/edu.rst); 40-bit DMA mask so it can reach all RAM. */
+export const EDU_DEVICE = ['-device', 'edu,dma_mask=0xffffffffff'];
+export const EDU_PCI_ID = { vendor: 0x1234, device: 0x11e8 };
+
+/** @type {VmConfig[]} */
+export const CONFIGS = [
+  {
+    name: 'mem',
+    description: '512 MiB guest booted with mem=384M: 128 MiB of RAM above the limit, unused by the kernel',
+    memory: '512M',
+    kernelArgs: ['mem=384M'],
+    edu: true,
+    expect: {
+      memLimit: MEM_LIMIT_384M,
+      firmwareRam: FIRMWARE_RAM_512M,
+      regions: [
+        { kind: 'above-mem', start: MEM_LIMIT_384M, end: FIRMWARE_RAM_512M.end },
+      ],
+      hugepages: 0,
+      edu: true,
+    },
+  },
+  {
+    name: 'memmap',
+    description: 'mem=384M plus memmap=64M$0x08000000: a 64 MiB hole inside kernel RAM, and RAM above mem=; 8 huge pages',
+    memory: '512M',
+    kernelArgs: ['mem=384M', 'memmap=64M$0x08000000'],
+    edu: true,
+    hugepages: 8,
+    expect: {
+      memLimit: MEM_LIMIT_384M,
+      firmwareRam: FIRMWARE_RAM_512M,
+      regions: [
+        { kind: 'memmap-reserved', start: 0x08000000, end: 0x0bffffff },
+        { kind: 'above-mem', start: MEM_LIMIT_384M, end: FIRMWARE_RAM_512M.end },
+      ],
+      hugepages: 8,
+      edu: true,
+    },
+  },
+  {
+    // Not booted by default. An emulated Intel IOMMU with edu behind it, and
+    // the vfio modules loaded: for VFIO backend work (`--config iommu`).
+    name: 'iommu',
+    description: 'q35 + intel-iommu (TCG), edu device, vfio-pci loaded; mem=384M',
+    optional: true,
+    memory: '512M',
+    qemuArgs: [
+      '-machine', 'q35,kernel-irqchip=split',
+      '-device', 'intel-iommu,intremap=on,caching-mode=on',
+    ],
+    kernelArgs: ['mem=384M', 'intel_iommu=on', 'iommu=pt'],
+    edu: true,
+    modules: ['vfio-pci', 'vfio_iommu_type1'],
+    expect: {
+      memLimit: MEM_LIMIT_384M,
+      // q35's firmware map ends RAM one page earlier than pc's.
+      firmwareRam: { start: 0x100000, end: 0x1ffdefff },
+      regions: [{ kind: 'above-mem', start: MEM_LIMIT_384M, end: 0x1ffdefff }],
+      hugepages: 0,
+      edu: true,
+      iommu: true,
+    },
+  },
+];
+
+/**
+ * Modules copied into the initramfs (their dependencies are added
+ * automatically). The first group is loaded by /init on every boot, in
+ * dependency order; the rest are there for configs' `modules`.
+ */
+export const BASE_MODULES = ['virtio_pci', '9p', '9pnet_virtio'];
+export const INITRAMFS_MODULES = [...BASE_MODULES, 'vfio-pci', 'vfio_iommu_type1', 'uio_pci_generic'];
+
+export const DEFAULT_CONFIGS = CONFIGS.filter((c) => !c.optional).map((c) => c.name);
+
+export function getConfig(name) {
+  const c = CONFIGS.find((x) => x.name === name);
+  if (!c) throw new Error(`unknown VM config "${name}" (known: ${CONFIGS.map((x) => x.name).join(', ')})`);
+  return c;
+}
