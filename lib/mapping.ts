@@ -1,9 +1,11 @@
 /**
  * A memory mapping and the ArrayBuffers handed out over it.
  *
- * The mapping keeps every ArrayBuffer it made until that buffer is released,
- * so `close()` can detach them all before munmap: a stale Uint8Array then
- * reads as empty instead of touching unmapped memory.
+ * The mapping keeps every ArrayBuffer it made, in a slot, until that slot is
+ * released, so `close()` can detach them all before munmap: a stale
+ * Uint8Array then reads as empty instead of touching unmapped memory. Slots
+ * (small integers) rather than a Set of buffers, because hashing a fresh
+ * ArrayBuffer costs more than creating it.
  * @module
  */
 import { PhysmemError } from './errors.js';
@@ -40,7 +42,9 @@ export class Mapping {
   /** The file mapped, for error messages. */
   readonly path: string;
   #handle: number;
-  readonly #views = new Set<ArrayBuffer>();
+  readonly #views: (ArrayBuffer | undefined)[] = [];
+  readonly #freeSlots: number[] = [];
+  #live = 0;
 
   private constructor(handle: number, length: number, path: string) {
     this.#handle = handle;
@@ -74,22 +78,35 @@ export class Mapping {
 
   /** Number of ArrayBuffers handed out and not yet released. */
   get viewCount(): number {
-    return this.#views.size;
+    return this.#live;
   }
 
   /**
    * A new ArrayBuffer over exactly `[offset, offset + length)` (no copy).
-   * Release it with {@link Mapping.release}; {@link Mapping.close} detaches it otherwise.
+   * @returns its slot: get the buffer with {@link Mapping.buffer}, detach it with
+   *   {@link Mapping.release}; {@link Mapping.close} detaches it otherwise.
    */
-  view(offset: number, length: number): ArrayBuffer {
+  view(offset: number, length: number): number {
     const ab = native().arrayBuffer(this.handle, offset, length);
-    this.#views.add(ab);
-    return ab;
+    const slot = this.#freeSlots.length !== 0 ? this.#freeSlots.pop()! : this.#views.length;
+    this.#views[slot] = ab;
+    this.#live++;
+    return slot;
   }
 
-  /** Detach `ab` (views over it become zero-length) and forget it. */
-  release(ab: ArrayBuffer): void {
-    if (this.#views.delete(ab)) native().detach(this.#handle, ab);
+  /** The ArrayBuffer in `slot` (from {@link Mapping.view}); undefined once released. */
+  buffer(slot: number): ArrayBuffer | undefined {
+    return this.#views[slot];
+  }
+
+  /** Detach the ArrayBuffer in `slot` (views over it become zero-length) and free the slot. No-op if already released. */
+  release(slot: number): void {
+    const ab = this.#views[slot];
+    if (ab === undefined) return;
+    this.#views[slot] = undefined;
+    this.#freeSlots.push(slot);
+    this.#live--;
+    native().detach(this.#handle, ab);
   }
 
   /** The mapping's virtual address in this process. */
@@ -101,8 +118,10 @@ export class Mapping {
   close(): void {
     if (this.#handle === 0) return;
     const n = native();
-    for (const ab of this.#views) n.detach(this.#handle, ab);
-    this.#views.clear();
+    for (const ab of this.#views) if (ab !== undefined) n.detach(this.#handle, ab);
+    this.#views.length = 0;
+    this.#freeSlots.length = 0;
+    this.#live = 0;
     const h = this.#handle;
     this.#handle = 0;
     n.munmap(h);

@@ -57,6 +57,16 @@ export interface NativeAddon {
   write64(handle: number, offset: number, value: bigint): void;
   /** The system page size in bytes. */
   pageSize(): number;
+  /**
+   * memfd_create(2) with MFD_HUGETLB and pages of `2 ** hugePageShift` bytes
+   * (21: 2 MiB, 30: 1 GiB; EINVAL outside [16, 34]), then ftruncate(2) to
+   * `size` (a positive multiple of the huge page size). Returns the fd. No
+   * file is visible anywhere; the huge pages are reserved by `mmap` of it
+   * (ENOMEM there when too few are free).
+   */
+  memfdCreateHuge(name: string, size: number, hugePageShift: number): number;
+  /** mlock(2) the whole mapping (also faults it in); munmap unlocks. */
+  mlock(handle: number): void;
 }
 
 let injected: NativeAddon | undefined;

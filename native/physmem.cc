@@ -337,6 +337,47 @@ Napi::Value PageSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(sysconf(_SC_PAGESIZE)));
 }
 
+// ---- huge pages (the hugepage backend) -------------------------------------
+
+#ifndef MFD_HUGETLB
+#define MFD_HUGETLB 0x0004U
+#endif
+#ifndef MFD_HUGE_SHIFT
+#define MFD_HUGE_SHIFT 26
+#endif
+
+// memfdCreateHuge(name, size, hugePageShift) -> fd: a memfd on the kernel's
+// internal hugetlbfs (MFD_HUGETLB) with pages of 2^hugePageShift bytes. No
+// file appears anywhere, so nothing outlives the last fd and mapping, even
+// after a crash. Mapped MAP_SHARED (mmap above), a fork()ed child shares the
+// pages instead of copy-on-write moving ours to another physical address.
+// Huge pages are reserved by mmap (which fails with ENOMEM), not here.
+Napi::Value MemfdCreateHuge(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = ArgString(info, 0, "name");
+  uint64_t size = ArgUint(info, 1, "size", (1ull << 53));
+  uint64_t shift = ArgUint(info, 2, "hugePageShift", 63);
+  // 64 KiB (arm64 contiguous PTEs) to 16 GiB (powerpc): every huge page size Linux has.
+  if (shift < 16 || shift > 34) ThrowInvalid(env, "hugePageShift must be in [16, 34]");
+  if (size == 0 || size % (1ull << shift) != 0) ThrowInvalid(env, "size must be a positive multiple of the huge page size");
+  unsigned flags = MFD_CLOEXEC | MFD_HUGETLB | (static_cast<unsigned>(shift) << MFD_HUGE_SHIFT);
+  int fd = static_cast<int>(syscall(SYS_memfd_create, name.c_str(), flags));
+  if (fd < 0) ThrowErrno(env, errno, "memfd_create");
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "ftruncate");
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// mlock(handle): lock the whole mapping in RAM, faulting it in. Unlocked by munmap.
+Napi::Value Mlock(const Napi::CallbackInfo& info) {
+  Mapping* m = ArgMapping(info, 0);
+  if (mlock(m->base, m->length) != 0) ThrowErrno(info.Env(), errno, "mlock");
+  return info.Env().Undefined();
+}
+
 void Cleanup(napi_env /*env*/, void* data, void* /*hint*/) {
   Instance* inst = static_cast<Instance*>(data);
   for (Mapping* m : inst->mappings) {
@@ -368,6 +409,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("write32", Napi::Function::New(env, WriteN<uint32_t>, "write32"));
   exports.Set("write64", Napi::Function::New(env, Write64, "write64"));
   exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));
+  exports.Set("memfdCreateHuge", Napi::Function::New(env, MemfdCreateHuge, "memfdCreateHuge"));
+  exports.Set("mlock", Napi::Function::New(env, Mlock, "mlock"));
   return exports;
 }
 

@@ -1,0 +1,167 @@
+/**
+ * The devmem backend: RAM the kernel does not use (above `mem=`, or in
+ * `memmap=nn$ss` regions), mapped through /dev/mem.
+ *
+ * Opening maps each region but reads or writes none of it: whatever another
+ * program or the firmware left there survives until a block is allocated
+ * (and zeroed, unless `zero: false`).
+ * @module
+ */
+import { PhysmemError, invalidArgument } from '../errors.js';
+import { Mapping, closeFile, openFile } from '../mapping.js';
+import { native } from '../native.js';
+import { checkExplicitRange, discoverRegions, readMemoryMaps } from '../discovery/index.js';
+import type { Backend, BackendRange } from './types.js';
+import { toAddressNumber } from './fake.js';
+
+/** A physical range given explicitly (bigints or numbers, bytes). */
+export interface ExplicitRange {
+  /** First physical address; page-aligned. */
+  start: bigint | number;
+  /** Length in bytes; a multiple of the page size. */
+  size: bigint | number;
+}
+
+/** Options of the devmem backend. */
+export interface DevmemBackendOptions {
+  /** `'auto'` (default): every region discovery finds; or explicit ranges, checked against the firmware map and /proc/iomem. */
+  regions?: 'auto' | ExplicitRange[];
+  /** `'cached'` (default) or `'uncached'` (opens /dev/mem with O_SYNC: uncached mappings). */
+  cache?: 'cached' | 'uncached';
+  /** bus = phys + busOffset, for SoCs whose DMA sees RAM at an alias. Default 0. */
+  busOffset?: bigint | number;
+  /** Admit explicit ranges outside firmware System RAM that lie in a device's window (an FPGA's RAM behind a BAR). Never System RAM. Default false. */
+  allowDeviceMemory?: boolean;
+  /** Use at most this many bytes (from the lowest regions up); ENOMEM when less is reserved. Default: all. */
+  size?: number;
+  /** The memory device. Default '/dev/mem'. */
+  devicePath?: string;
+  /** Prefix for /sys and /proc when discovering (tests). Default ''. */
+  discoveryRoot?: string;
+}
+
+const REGIONS_HINT = 'run `physmem regions` to see what is reserved and how to reserve memory (mem= or memmap= on the kernel command line)';
+
+function openHint(code: string): string | undefined {
+  switch (code) {
+    case 'ENOENT':
+      return 'this kernel has no /dev/mem (built without CONFIG_DEVMEM); use the udmabuf or hugepage backend, or a kernel with CONFIG_DEVMEM=y';
+    case 'EACCES':
+    case 'EPERM':
+      return 'opening /dev/mem needs root (CAP_SYS_RAWIO): run as root, e.g. with sudo';
+    default:
+      return undefined;
+  }
+}
+
+/** Page-aligned numeric ranges from the options, checked against the machine's maps. */
+function resolveRanges(o: DevmemBackendOptions, page: number): { ranges: BackendRange[]; source: string } {
+  const regions = o.regions ?? 'auto';
+  if (regions === 'auto') {
+    const found = discoverRegions({ root: o.discoveryRoot, pageSize: page });
+    if (found.iomemHidden) {
+      throw new PhysmemError('EACCES', '/proc/iomem shows only zeros, so reserved memory cannot be found', {
+        path: '/proc/iomem',
+        hint: 'run as root',
+      });
+    }
+    if (found.regions.length === 0) {
+      const why = found.problems.length ? ` (${found.problems.join('; ')})` : '';
+      throw new PhysmemError('ENOMEM', `no reserved memory found${why}`, { hint: REGIONS_HINT });
+    }
+    return {
+      ranges: found.regions.map((r) => ({ start: toAddressNumber(r.start, 'region start'), size: toAddressNumber(r.size, 'region size') })),
+      source: found.regions.map((r) => r.kind).join(', '),
+    };
+  }
+  if (!Array.isArray(regions) || regions.length === 0) {
+    throw invalidArgument("regions must be 'auto' or a non-empty array of { start, size }");
+  }
+  const maps = readMemoryMaps({ root: o.discoveryRoot });
+  const ranges = regions.map((r, i) => {
+    if (typeof r !== 'object' || r === null) throw invalidArgument(`regions[${i}] must be { start, size }`);
+    const start = toAddressNumber(r.start, `regions[${i}].start`);
+    const size = toAddressNumber(r.size, `regions[${i}].size`);
+    if (size === 0 || start % page !== 0 || size % page !== 0) {
+      throw invalidArgument(`regions[${i}] must be page-aligned (${page} bytes) and non-empty, got start 0x${start.toString(16)} size ${size}`);
+    }
+    checkExplicitRange(BigInt(start), BigInt(size), maps.firmware, maps.iomem, { allowDeviceMemory: o.allowDeviceMemory === true });
+    return { start, size };
+  });
+  ranges.sort((a, b) => a.start - b.start);
+  for (let i = 1; i < ranges.length; i++) {
+    if (ranges[i - 1].start + ranges[i - 1].size > ranges[i].start) throw invalidArgument('regions overlap each other');
+  }
+  return { ranges, source: 'explicit ranges' };
+}
+
+/**
+ * Open the devmem backend.
+ * @throws {PhysmemError} ENOENT (no /dev/mem), EACCES (not root), EPERM (a range is System RAM or claimed, or
+ *   mmap refused by CONFIG_STRICT_DEVMEM), ENOMEM (no reserved memory, or less than `size`), EINVAL (bad options).
+ */
+export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
+  const page = native().pageSize();
+  const cache = o.cache ?? 'cached';
+  if (cache !== 'cached' && cache !== 'uncached') throw invalidArgument(`cache must be 'cached' or 'uncached', got ${String(cache)}`);
+  const busOffset = BigInt(o.busOffset ?? 0);
+  const devicePath = o.devicePath ?? '/dev/mem';
+  let { ranges, source } = resolveRanges(o, page);
+  if (o.size !== undefined) {
+    if (!Number.isSafeInteger(o.size) || o.size <= 0) throw invalidArgument(`size must be a positive integer, got ${String(o.size)}`);
+    const want = Math.ceil(o.size / page) * page;
+    const have = ranges.reduce((s, r) => s + r.size, 0);
+    if (have < want) {
+      throw new PhysmemError('ENOMEM', `only ${have} bytes of reserved memory, ${want} asked`, { hint: 'reserve more (a lower mem= or a larger memmap=), or ask for less' });
+    }
+    const kept: BackendRange[] = [];
+    let left = want;
+    for (const r of ranges) {
+      if (left === 0) break;
+      kept.push({ start: r.start, size: Math.min(r.size, left) });
+      left -= Math.min(r.size, left);
+    }
+    ranges = kept;
+  }
+
+  const fd = openFile(devicePath, true, cache === 'uncached', openHint);
+  const mappings: Mapping[] = [];
+  try {
+    for (const r of ranges) {
+      mappings.push(
+        Mapping.map(fd, BigInt(r.start), r.size, true, devicePath, (code) =>
+          code === 'EPERM'
+            ? `the kernel refused to map 0x${r.start.toString(16)}-0x${(r.start + r.size - 1).toString(16)} (CONFIG_STRICT_DEVMEM allows only memory the kernel does not use as RAM); ${REGIONS_HINT}`
+            : undefined,
+        ),
+      );
+    }
+  } catch (e) {
+    mappings.forEach((m) => m.close());
+    throw e;
+  } finally {
+    closeFile(fd); // the mappings stay valid
+  }
+
+  const find = (phys: number): number => {
+    for (let i = 0; i < ranges.length; i++) if (phys >= ranges[i].start && phys < ranges[i].start + ranges[i].size) return i;
+    throw new PhysmemError('EFAULT', `physical 0x${phys.toString(16)} is outside the devmem regions`);
+  };
+  const total = ranges.reduce((s, r) => s + r.size, 0);
+  return {
+    name: 'devmem',
+    ranges,
+    busOffset,
+    coherent: true, // x86: DMA snoops the caches
+    // View ids encode the mapping: slot * n + region index.
+    view: (phys, len) => {
+      const i = find(phys);
+      return mappings[i].view(phys - ranges[i].start, len) * mappings.length + i;
+    },
+    buffer: (id) => mappings[id % mappings.length].buffer(Math.floor(id / mappings.length))!,
+    release: (id) => mappings[id % mappings.length].release(Math.floor(id / mappings.length)),
+    describe: () =>
+      `devmem backend: ${total} bytes of reserved RAM (${source}) in ${ranges.length} region(s) via ${devicePath}, ${cache}`,
+    close: () => mappings.forEach((m) => m.close()),
+  };
+}

@@ -1,0 +1,75 @@
+/**
+ * The fake backend: a memfd mapped through the same native code as the real
+ * backends, presented at a synthetic physical base. Runs everywhere (CI);
+ * no device can reach it, which FakeDmaDevice (physmem/testing) stands in for.
+ * @module
+ */
+import { invalidArgument } from '../errors.js';
+import { Mapping, closeFile } from '../mapping.js';
+import { native, toPhysmemError } from '../native.js';
+import type { Backend, BackendRange } from './types.js';
+
+/** Options of the fake backend. */
+export interface FakeBackendOptions {
+  /** Bytes of memory; rounded up to the page size. Default 64 MiB. */
+  size?: number;
+  /** Synthetic physical address of the first byte; page-aligned. Default 0x1_0000_0000 (4 GiB), so code that truncates addresses to 32 bits is caught. */
+  physBase?: bigint | number;
+  /** bus = phys + busOffset. Default 0. */
+  busOffset?: bigint | number;
+}
+
+/** Default size of a fake pool: 64 MiB. */
+export const FAKE_DEFAULT_SIZE = 64 * 1024 * 1024;
+/** Default synthetic physical base of a fake pool: 4 GiB. */
+export const FAKE_DEFAULT_PHYS_BASE = 0x1_0000_0000n;
+
+/** Convert a bigint/number option to a safe non-negative integer number, or throw EINVAL naming it. */
+export function toAddressNumber(value: bigint | number, name: string): number {
+  const n = typeof value === 'bigint' ? Number(value) : value;
+  if (typeof value !== 'bigint' && typeof value !== 'number') throw invalidArgument(`${name} must be a bigint or a number, got ${typeof value}`);
+  if (!Number.isSafeInteger(n) || n < 0 || (typeof value === 'bigint' && BigInt(n) !== value)) {
+    throw invalidArgument(`${name} must be a non-negative integer below 2^53, got ${String(value)}`);
+  }
+  return n;
+}
+
+/** Open a fake backend. @throws {PhysmemError} EINVAL for bad options, ENOMEM when the memfd cannot be created. */
+export function openFakeBackend(options: FakeBackendOptions = {}): Backend {
+  const n = native();
+  const page = n.pageSize();
+  const size = options.size ?? FAKE_DEFAULT_SIZE;
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) {
+    throw invalidArgument(`size must be a positive integer number of bytes, got ${String(size)}`);
+  }
+  const rounded = Math.ceil(size / page) * page;
+  const physBase = toAddressNumber(options.physBase ?? FAKE_DEFAULT_PHYS_BASE, 'physBase');
+  if (physBase % page !== 0) throw invalidArgument(`physBase must be a multiple of the page size (${page}), got 0x${physBase.toString(16)}`);
+  if (physBase + rounded > Number.MAX_SAFE_INTEGER) throw invalidArgument('physBase + size must stay below 2^53');
+  const busOffset = BigInt(options.busOffset ?? 0);
+  let fd: number;
+  try {
+    fd = n.memfdCreate('physmem-fake', rounded);
+  } catch (e) {
+    throw toPhysmemError(e, undefined, `could not create ${rounded} bytes of fake DMA memory; try a smaller size`);
+  }
+  let mapping: Mapping;
+  try {
+    mapping = Mapping.map(fd, 0n, rounded, true, 'memfd:physmem-fake');
+  } finally {
+    closeFile(fd); // the mapping keeps the memory alive
+  }
+  const ranges: BackendRange[] = [{ start: physBase, size: rounded }];
+  return {
+    name: 'fake',
+    ranges,
+    busOffset,
+    coherent: true,
+    view: (phys, len) => mapping.view(phys - physBase, len),
+    buffer: (id) => mapping.buffer(id)!,
+    release: (id) => mapping.release(id),
+    describe: () => `fake backend: ${rounded} bytes of memfd memory at synthetic physical 0x${physBase.toString(16)} (no device can reach it)`,
+    close: () => mapping.close(),
+  };
+}
+

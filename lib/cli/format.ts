@@ -1,0 +1,58 @@
+/**
+ * Output helpers shared by the CLI commands: sizes, addresses, tables, a
+ * one-line memory map, and JSON with bigints as hex strings.
+ * @module
+ */
+import type { PoolBlock } from '../pool.js';
+
+/** `0x1_0000_0000n` -> `'0x100000000'`. */
+export function hex(n: bigint | number): string {
+  return '0x' + n.toString(16);
+}
+
+/** Bytes as a short human size: `'64 KiB'`, `'1.5 MiB'`. */
+export function formatSize(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+/** Left-aligned text table with a header row. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+/**
+ * A memory map in `width` characters: `#` mostly used, `+` partly used,
+ * `.` free, from the lowest to the highest address of `blocks`.
+ */
+export function memoryMap(blocks: PoolBlock[], width = 64): string {
+  if (blocks.length === 0) return '';
+  const start = blocks[0].phys;
+  const last = blocks[blocks.length - 1];
+  const span = Number(last.phys - start) + last.size;
+  const used = new Float64Array(width);
+  for (const b of blocks) {
+    if (b.free) continue;
+    const from = (Number(b.phys - start) / span) * width;
+    const to = ((Number(b.phys - start) + b.size) / span) * width;
+    for (let c = Math.floor(from); c < Math.min(width, Math.ceil(to)); c++) {
+      used[c] += Math.min(to, c + 1) - Math.max(from, c);
+    }
+  }
+  let s = '';
+  for (let c = 0; c < width; c++) s += used[c] >= 0.5 ? '#' : used[c] > 0 ? '+' : '.';
+  return `[${s}] ${hex(start)}..${hex(start + BigInt(span))}`;
+}
+
+/** JSON.stringify that writes bigints as hex strings (`"0x100000000"`). */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? hex(v) : v), 2);
+}

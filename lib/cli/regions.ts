@@ -1,0 +1,130 @@
+/**
+ * `physmem regions`: the reserved memory discovery finds on this machine,
+ * or, when there is none, how to reserve some (with the numbers for this
+ * machine).
+ * @module
+ */
+import { adviseReservation, findReservedRegions, readMemoryMaps, type ReservationAdvice } from '../discovery/index.js';
+import { formatSize, hex, table } from './format.js';
+
+/** Options of `physmem regions`. */
+export interface RegionsOptions {
+  /** Prefix of /sys and /proc (tests point it at a recorded tree). Default `''`. */
+  root?: string;
+  /** Accepted for symmetry with the other commands; both forms are always built and the caller prints one. */
+  json?: boolean;
+  /** Bytes to advise reserving when none is found. Default 64 MiB. */
+  reserve?: number;
+  /** Page size in bytes. Default 4096. */
+  pageSize?: number;
+}
+
+const size = (n: bigint) => formatSize(Number(n));
+
+function howToReserve(a: ReservationAdvice): string[] {
+  const lines: string[] = [];
+  if (a.ramEnd === undefined) {
+    lines.push('The firmware map lists no System RAM, so no reservation can be advised.');
+    return lines;
+  }
+  lines.push(`This machine has ${size(a.ramBytes)} of RAM (firmware System RAM) ending at ${hex(a.ramEnd)}.`);
+  if (!a.mem && !a.memmap) {
+    lines.push(`No single RAM range can hold ${size(a.size)}: ask for less.`);
+    return lines;
+  }
+  lines.push(`To keep ${size(a.size)} for DMA, boot with one of:`, '');
+  if (a.mem) {
+    lines.push(
+      `  ${a.mem.option}`,
+      `      On x86, mem= is a physical address limit, not an amount of RAM: the kernel`,
+      `      uses only RAM below ${hex(a.mem.limit)} (${size(a.mem.kernelRam)} here); physmem gets`,
+      `      ${hex(a.mem.start)}-${hex(a.mem.end)} (${size(a.mem.kept)}) above it.`,
+      `      The kernel may place PCI devices in the freed addresses; physmem skips any it finds there.`,
+    );
+  }
+  if (a.memmap) {
+    const end = a.memmap.start + a.memmap.size - 1n;
+    lines.push(
+      `  ${a.memmap.option}`,
+      `      Reserves ${hex(a.memmap.start)}-${hex(end)} (${size(a.memmap.size)}) inside firmware System RAM`,
+      `      ${hex(a.memmap.within.start)}-${hex(a.memmap.within.end)}: high in the largest RAM range below 4 GiB (32-bit`,
+      `      DMA reaches it), 2 MiB aligned, clear of the kernel image and crash kernel. The kernel`,
+      `      keeps all other RAM.`,
+      `  ${a.memmap.convertOption}`,
+      `      The same reservation with no '$' to escape (RAM, e820 type 1, becomes reserved, type 2).`,
+    );
+  }
+  if (!a.memmap) {
+    lines.push(`  (memmap=: no RAM range below 4 GiB holds ${size(a.size)} clear of the kernel image and crash kernel.)`);
+  }
+  lines.push('', 'Put it on the kernel command line:');
+  lines.push(
+    '  GRUB: add it to GRUB_CMDLINE_LINUX in /etc/default/grub, then run update-grub (Debian,',
+    '    Ubuntu) or grub2-mkconfig -o /boot/grub2/grub.cfg (Fedora, RHEL, SUSE), and reboot.',
+  );
+  if (a.memmap) {
+    const [sz, addr] = a.memmap.option.slice('memmap='.length).split('$');
+    lines.push(
+      `    The '$' must survive the shell and GRUB: in /etc/default/grub write memmap=${sz}\\\\\\$${addr}`,
+      `    inside double quotes (memmap=${sz}\\$${addr} inside single quotes). grub.cfg must then say`,
+      `    memmap=${sz}\\$${addr}, and /proc/cmdline after the reboot memmap=${sz}$${addr}: if the kernel`,
+      `    sees anything else (a '\\' or a missing '$...'), it takes memmap=${sz} as mem=${sz}.`,
+    );
+  }
+  if (a.mem) lines.push(`  LILO: append="${a.mem.option}" in /etc/lilo.conf, run lilo, reboot.`);
+  lines.push('Then run `physmem regions` again. More in docs/reserving-memory.md.');
+  return lines;
+}
+
+/**
+ * Discover reserved memory and describe it: a table of regions (start, end,
+ * size, kind, source), or, when none is found, why, and the mem= /
+ * memmap= options that would reserve `reserve` bytes on this machine
+ * (computed from the firmware map) and how to set them.
+ *
+ * @param opts - root (default `''`), reserve (default 64 MiB), pageSize (default 4096).
+ * @returns `json` (bigints: the caller prints them as hex with toJson),
+ *   `text`, and `found` (true when at least one region was found).
+ * @throws {PhysmemError} EINVAL for a bad pageSize or reserve.
+ */
+export function runRegions(opts: RegionsOptions = {}): { json: unknown; text: string; found: boolean } {
+  const maps = readMemoryMaps({ root: opts.root });
+  const found = maps.firmwareMissing
+    ? { regions: [], iomemHidden: maps.iomem.hidden, problems: [], cmdline: maps.cmdline, firmwareRam: 0n }
+    : findReservedRegions({ firmware: maps.firmware, iomem: maps.iomem, cmdline: maps.cmdline, pageSize: opts.pageSize });
+  const problems = [...maps.problems, ...found.problems];
+  if (maps.firmwareMissing) problems.push(...maps.cmdline.problems);
+  const regions = found.regions.map((r) => ({ ...r, end: r.start + r.size - 1n }));
+  const isFound = regions.length > 0;
+  // Hidden iomem: what is reserved is unknown, so advising a reservation could mislead.
+  const advice = isFound || maps.firmwareMissing || found.iomemHidden ? undefined : adviseReservation(maps.firmware, maps.iomem, BigInt(opts.reserve ?? 64 * 1024 * 1024));
+
+  const lines: string[] = [];
+  if (isFound) {
+    const sum = regions.reduce((s, r) => s + r.size, 0n);
+    lines.push(`Reserved memory: ${regions.length} region${regions.length === 1 ? '' : 's'}, ${size(sum)} in all.`, '');
+    lines.push(table(['start', 'end', 'size', 'kind', 'source'], regions.map((r) => [hex(r.start), hex(r.end), size(r.size), r.kind, r.source])));
+    if (problems.length) lines.push('', 'Notes:', ...problems.map((p) => `  - ${p}`));
+  } else {
+    lines.push(found.iomemHidden ? 'Cannot tell which memory is reserved: /proc/iomem is hidden.' : 'No reserved memory found.');
+    lines.push(...problems.map((p) => `  - ${p}`));
+    const asked = found.cmdline.options.filter((o) => !o.ignored && o.kind !== 'ram');
+    if (found.iomemHidden && asked.length) {
+      lines.push('', `The kernel command line has ${asked.map((o) => o.text).join(' ')}: run \`physmem regions\` as root to see what it reserved.`);
+    }
+    if (advice) lines.push('', ...howToReserve(advice));
+  }
+  return {
+    json: {
+      found: isFound,
+      regions,
+      iomemHidden: found.iomemHidden,
+      problems,
+      firmwareRam: found.firmwareRam,
+      cmdline: found.cmdline.raw,
+      advice: advice ?? null,
+    },
+    text: lines.join('\n'),
+    found: isFound,
+  };
+}

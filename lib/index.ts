@@ -1,0 +1,22 @@
+/**
+ * physmem: DMA-capable, physically contiguous memory for Linux userspace
+ * drivers. Open a pool, allocate buffers, give the device `buf.bus`, and read
+ * and write `buf.bytes` from JS.
+ *
+ * Sub-paths: `physmem/allocator` (the pure range allocator),
+ * `physmem/compat` (the original allocator module's C API),
+ * `physmem/testing` (FakeDmaDevice for CI).
+ * @module
+ */
+export { openPool, openPoolSync, probeRealBackends } from './open.js';
+export type { OpenPoolOptions, FakePoolOptions, DevmemPoolOptions, AutoPoolOptions, BackendProbe } from './open.js';
+export type { ExplicitRange } from './backends/devmem.js';
+export { discoverRegions, readMemoryMaps, checkExplicitRange } from './discovery/index.js';
+export type { MemoryRegion, DiscoveryResult, DiscoverOptions } from './discovery/index.js';
+export { Pool, DmaBuffer } from './pool.js';
+export type { AllocOptions, AsyncAllocOptions, PoolStats, RangeStats, PoolBlock, PoolCommonOptions, LeakCheck } from './pool.js';
+export type { BackendName } from './backends/types.js';
+export { FAKE_DEFAULT_PHYS_BASE, FAKE_DEFAULT_SIZE } from './backends/fake.js';
+export { PhysmemError } from './errors.js';
+export type { PhysmemErrorFields } from './errors.js';
+export type { HugepagePoolOptions } from './open.js';

@@ -1,0 +1,143 @@
+/**
+ * Opening pools: choose a backend, explain fallbacks.
+ * @module
+ */
+import { existsSync } from 'node:fs';
+import { invalidArgument } from './errors.js';
+import { openFakeBackend, type FakeBackendOptions } from './backends/fake.js';
+import { openDevmemBackend, type DevmemBackendOptions } from './backends/devmem.js';
+import { openHugepageBackend, type HugepageBackendOptions } from './backends/hugepage.js';
+import { PhysmemError } from './errors.js';
+import type { Backend } from './backends/types.js';
+import { Pool, type PoolCommonOptions } from './pool.js';
+
+/** Options of a pool on the fake backend (memfd memory, synthetic physical addresses). */
+export interface FakePoolOptions extends FakeBackendOptions, PoolCommonOptions {
+  /** The fake backend: runs anywhere, no device can reach it. */
+  backend: 'fake';
+}
+
+/** Options of a pool on reserved RAM through /dev/mem (above `mem=`, or `memmap=nn$ss` regions). */
+export interface DevmemPoolOptions extends DevmemBackendOptions, PoolCommonOptions {
+  /** The devmem backend: needs root, /dev/mem, and reserved memory. */
+  backend: 'devmem';
+}
+
+/** Options of a pool on locked huge pages (physical addresses from /proc/self/pagemap; needs root). */
+export interface HugepagePoolOptions extends HugepageBackendOptions, PoolCommonOptions {
+  /** The hugepage backend: no reboot needed; `pages` huge pages of `pageSize` bytes. */
+  backend: 'hugepage';
+}
+
+/**
+ * Options of `backend: 'auto'`: the first real backend available, otherwise
+ * the fake one (with a warning naming what was looked for). The fake-backend
+ * options apply when it falls back.
+ */
+export interface AutoPoolOptions extends FakeBackendOptions, PoolCommonOptions {
+  /** Default. */
+  backend?: 'auto';
+  /** Do not emit the fallback warning (the reason is still in `pool.fallbackReason`). Default false. */
+  quiet?: boolean;
+}
+
+/** Options of {@link openPoolSync} / {@link openPool}. */
+export type OpenPoolOptions = FakePoolOptions | DevmemPoolOptions | HugepagePoolOptions | AutoPoolOptions;
+
+/** Result of probing one real backend for `'auto'`. */
+export interface BackendProbe {
+  /** Backend name. */
+  name: string;
+  /** Why it cannot be used here (what was looked for and not found). */
+  reason: string;
+}
+
+/**
+ * Try the real backends in `'auto'` order. Returns the first that opens, or
+ * the reason each one could not be used (what was looked for and not found).
+ */
+function tryRealBackends(): { backend?: Backend; probes: BackendProbe[] } {
+  const probes: BackendProbe[] = [];
+  if (!existsSync('/dev/mem')) {
+    probes.push({ name: 'devmem', reason: 'no /dev/mem (kernel built without CONFIG_DEVMEM)' });
+  } else {
+    try {
+      return { backend: openDevmemBackend({ regions: 'auto' }), probes };
+    } catch (e) {
+      if (!(e instanceof PhysmemError)) throw e;
+      probes.push({ name: 'devmem', reason: e.message });
+    }
+  }
+  const udmabuf = ['/sys/class/u-dma-buf', '/sys/class/udmabuf'].some((p) => existsSync(p));
+  probes.push({ name: 'udmabuf', reason: udmabuf ? 'the u-dma-buf backend is not available in this version yet' : 'no u-dma-buf devices (/sys/class/u-dma-buf)' });
+  return { probes };
+}
+
+/**
+ * Probe the real backends in `'auto'` order without keeping any open.
+ * @returns why each one is unusable here; empty when one would be used.
+ */
+export function probeRealBackends(): BackendProbe[] {
+  const { backend, probes } = tryRealBackends();
+  if (backend) {
+    backend.close();
+    return [];
+  }
+  return probes;
+}
+
+function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReason?: string } {
+  const kind = options.backend ?? 'auto';
+  switch (kind) {
+    case 'fake':
+      return { backend: openFakeBackend(options) };
+    case 'devmem':
+      return { backend: openDevmemBackend(options) };
+    case 'hugepage':
+      return { backend: openHugepageBackend(options) };
+    case 'auto': {
+      const { backend: real, probes } = tryRealBackends();
+      if (real) return { backend: real };
+      const reason = 'no real DMA memory found: ' + probes.map((p) => `${p.name}: ${p.reason}`).join('; ');
+      const backend = openFakeBackend(options);
+      if (!(options as AutoPoolOptions).quiet) {
+        process.emitWarning(`physmem: using the fake backend (memory no device can reach). ${reason}. ` +
+          'Reserve memory with mem= or memmap= on the kernel command line (see `physmem regions`).', {
+          type: 'PhysmemFallbackWarning',
+          code: 'PHYSMEM_FALLBACK',
+        });
+      }
+      return { backend, fallbackReason: reason };
+    }
+    default:
+      throw invalidArgument(`unknown backend '${String(kind)}'`, "use 'auto', 'devmem' or 'fake'");
+  }
+}
+
+/**
+ * Open a pool synchronously.
+ * @param options - `backend` (`'auto'` default, or `'fake'`) and that backend's options.
+ * @throws {PhysmemError} EINVAL for bad options; the backend's errors (ENOENT, EACCES, EPERM, ENOMEM) with what to do.
+ * @example
+ * const pool = openPoolSync({ backend: 'fake', size: 16 << 20 });
+ * const buf = pool.alloc(4096, { align: 4096 });
+ */
+export function openPoolSync(options: OpenPoolOptions = {}): Pool {
+  if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
+  const { backend, fallbackReason } = openBackend(options);
+  try {
+    return new Pool(backend, options, fallbackReason);
+  } catch (e) {
+    backend.close();
+    throw e;
+  }
+}
+
+/**
+ * Open a pool; the same as {@link openPoolSync} as a Promise (later backends,
+ * such as a daemon's, are only reachable this way).
+ */
+export async function openPool(options: OpenPoolOptions = {}): Promise<Pool> {
+  return openPoolSync(options);
+}
+

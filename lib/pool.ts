@@ -1,0 +1,510 @@
+/**
+ * Pools and DMA buffers: a {@link RangeAllocator} over a backend's physical
+ * ranges, handing out {@link DmaBuffer}s whose `bytes` are zero-copy views of
+ * exactly their block.
+ * @module
+ */
+import { PhysmemError, invalidArgument } from './errors.js';
+import { RangeAllocator } from './allocator/index.js';
+import type { Backend, BackendName } from './backends/types.js';
+import { toAddressNumber } from './backends/fake.js';
+
+/** Options of {@link Pool.alloc}. Addresses accept bigints or numbers. */
+export interface AllocOptions {
+  /** Alignment of the physical address in bytes, a power of two. Default 64. */
+  align?: number;
+  /** The block must not cross a multiple of this (power of two, >= size), as Linux's dma_pool. Default: none. */
+  boundary?: number;
+  /** The block's last byte must be at or below this physical address (e.g. `0xffffffffn` for 32-bit DMA engines). */
+  maxAddress?: bigint | number;
+  /** Allocate exactly at this physical address; ENOMEM if that memory is not free. */
+  at?: bigint | number;
+  /** Zero the block before handing it out. Default true. */
+  zero?: boolean;
+}
+
+/** Options of {@link Pool.allocAsync}. */
+export interface AsyncAllocOptions extends AllocOptions {
+  /** Wait until enough memory is freed (like GFP_KERNEL) instead of failing at once (GFP_ATOMIC). Default false. */
+  wait?: boolean;
+  /** With `wait`: give up after this many milliseconds (ETIMEDOUT). Default: no limit. */
+  timeoutMs?: number;
+  /** With `wait`: abort the wait (ECANCELED). */
+  signal?: AbortSignal;
+}
+
+/** Usage of one range of a pool. Sizes in bytes. */
+export interface RangeStats {
+  /** First physical address of the range. */
+  start: bigint;
+  /** Size of the range in bytes. */
+  size: number;
+  /** Bytes in live blocks. */
+  used: number;
+  /** Bytes free. */
+  free: number;
+  /** The largest block that could be allocated now (alignment aside). */
+  largestFree: number;
+  /** Number of live blocks. */
+  count: number;
+}
+
+/** Usage of a pool, as from {@link Pool.stats}. Sizes in bytes. */
+export interface PoolStats {
+  /** The backend serving the pool. */
+  backend: BackendName;
+  /** Bytes managed. */
+  total: number;
+  /** Bytes in live blocks. */
+  used: number;
+  /** Bytes free. */
+  free: number;
+  /** The largest block that could be allocated now (alignment aside). */
+  largestFree: number;
+  /** Number of live blocks. */
+  count: number;
+  /** Allocations waiting for memory (allocAsync with `wait`). */
+  waiting: number;
+  /** bus = phys + busOffset. */
+  busOffset: bigint;
+  /** Per range. */
+  ranges: RangeStats[];
+}
+
+/** One block of a pool's memory map, from {@link Pool.walk}. */
+export interface PoolBlock {
+  /** Physical address. */
+  phys: bigint;
+  /** Size in bytes. */
+  size: number;
+  /** True for free space. */
+  free: boolean;
+}
+
+/** How a pool reports DmaBuffers that are garbage-collected without `free()`. */
+export type LeakCheck = 'off' | 'warn' | 'trace';
+
+/** Options common to every backend when opening a pool. */
+export interface PoolCommonOptions {
+  /**
+   * Leak reports: `'warn'` (default) emits one warning per DmaBuffer collected
+   * without `free()`, naming its address and size; `'trace'` also records
+   * the stack of every allocation so the warning shows where it was made
+   * (costs about 1-2 us per alloc); `'off'` disables both. The environment
+   * variable `PHYSMEM_TRACE_ALLOCATIONS=1` makes `'trace'` the default.
+   * Leaked memory is never freed automatically: a device may still use it.
+   */
+  leakCheck?: LeakCheck;
+}
+
+/** @internal Key of the device-access hook used by physmem/testing. */
+export const kDeviceAccess: unique symbol = Symbol('physmem.deviceAccess');
+
+function closedError(what: string): PhysmemError {
+  return new PhysmemError('EBADF', `${what} on a closed pool`, { hint: 'open a new pool with openPoolSync()/openPool()' });
+}
+
+function hex(n: number | bigint): string {
+  return '0x' + n.toString(16);
+}
+
+interface Waiter {
+  size: number;
+  options: AsyncAllocOptions;
+  resolve: (b: DmaBuffer) => void;
+  reject: (e: unknown) => void;
+  cleanup: () => void;
+}
+
+/**
+ * A block of DMA memory: `phys` for the CPU's view, `bus` for the device's,
+ * `bytes` to read and write it from JS.
+ */
+export class DmaBuffer {
+  /** Physical address of the first byte. */
+  readonly phys: bigint;
+  /** Address the device uses: `phys` plus the pool's bus offset. */
+  readonly bus: bigint;
+  /** Size in bytes. */
+  readonly size: number;
+  /** The block's bytes: a view over its own ArrayBuffer of exactly `size` bytes. Zero-length after free. */
+  readonly bytes: Uint8Array;
+  readonly #pool: Pool;
+  readonly #addr: number;
+
+  /** @internal Created by {@link Pool.alloc}. */
+  constructor(pool: Pool, addr: number, size: number, bytes: Uint8Array, busOffset: bigint) {
+    this.#pool = pool;
+    this.#addr = addr;
+    this.size = size;
+    this.bytes = bytes;
+    this.phys = BigInt(addr);
+    this.bus = busOffset === 0n ? this.phys : this.phys + busOffset;
+  }
+
+  /** True once freed (by `free()`, `pool.free()` or `pool.close()`). */
+  get freed(): boolean {
+    return this.bytes.byteLength === 0;
+  }
+
+  /**
+   * Return the block to the pool; `bytes` becomes zero-length.
+   * @throws {PhysmemError} EINVAL if already freed.
+   */
+  free(): void {
+    // bytes detached means freed: never free the address again, someone else may own it now.
+    if (this.bytes.byteLength === 0) {
+      throw new PhysmemError('EINVAL', `DmaBuffer at ${hex(this.#addr)} was already freed`, { hint: 'free each buffer once' });
+    }
+    this.#pool.free(this.#addr);
+  }
+
+  /** Same as {@link DmaBuffer.free}, but a no-op once freed. */
+  [Symbol.dispose](): void {
+    if (this.bytes.byteLength !== 0) this.#pool.free(this.#addr);
+  }
+}
+
+/**
+ * DMA memory from one backend. Create with `openPoolSync()` / `openPool()`.
+ * Addresses are bigints at this level; sizes are numbers of bytes.
+ */
+export class Pool {
+  /** The backend serving this pool. */
+  readonly backend: BackendName;
+  /** bus = phys + busOffset. */
+  readonly busOffset: bigint;
+  /** True when no cache maintenance is needed for DMA (x86, fake). */
+  readonly coherent: boolean;
+  /** When 'auto' fell back to another backend: why. Undefined otherwise. */
+  readonly fallbackReason: string | undefined;
+  readonly #backend: Backend;
+  readonly #alloc: RangeAllocator;
+  readonly #live = new Map<number, number>(); // block address -> backend view id
+  readonly #allocOpts: { align?: number; boundary?: number; maxAddress?: number; at?: number } = {};
+  readonly #waiters: Waiter[] = [];
+  readonly #leaks: FinalizationRegistry<number> | undefined; // held value: the block's address
+  readonly #leakTokens: object[] = []; // per view id, reused: a fresh token per alloc would cost a hash each time
+  readonly #sites: Map<number, string> | undefined; // leakCheck 'trace': address -> allocation stack
+  readonly #largestRange: number;
+  #closed = false;
+
+  /** @internal Use openPoolSync()/openPool(). */
+  constructor(backend: Backend, options: PoolCommonOptions = {}, fallbackReason?: string) {
+    this.#backend = backend;
+    this.backend = backend.name;
+    this.busOffset = backend.busOffset;
+    this.coherent = backend.coherent;
+    this.fallbackReason = fallbackReason;
+    this.#alloc = new RangeAllocator(backend.ranges.map((r) => ({ start: r.start, size: r.size })));
+    this.#largestRange = Math.max(...backend.ranges.map((r) => r.size));
+    const mode = options.leakCheck ?? (process.env.PHYSMEM_TRACE_ALLOCATIONS === '1' ? 'trace' : 'warn');
+    if (mode !== 'off' && mode !== 'warn' && mode !== 'trace') throw invalidArgument(`leakCheck must be 'off', 'warn' or 'trace', got ${String(mode)}`);
+    this.#sites = mode === 'trace' ? new Map() : undefined;
+    this.#leaks = mode === 'off' ? undefined : new FinalizationRegistry((addr) => this.#reportLeak(addr));
+  }
+
+  /** True once closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** A one-line description of the memory behind this pool. */
+  describe(): string {
+    return this.#backend.describe();
+  }
+
+  /**
+   * Allocate `size` bytes of physically contiguous memory.
+   * @param size - bytes, a positive integer.
+   * @throws {PhysmemError} ENOMEM when nothing fits (the message gives the largest free block and the total free);
+   *   EINVAL for bad arguments; EBADF after close.
+   */
+  alloc(size: number, options?: AllocOptions): DmaBuffer {
+    if (this.#closed) throw closedError('alloc');
+    const addr = this.#alloc.alloc(size, options === undefined ? undefined : this.#allocOptions(options));
+    if (addr < 0) throw this.#noMemory(size, options);
+    return this.#wrap(addr, size, options === undefined || options.zero !== false);
+  }
+
+  /**
+   * Allocate asynchronously. Without `wait`, fails at once like {@link Pool.alloc}
+   * (GFP_ATOMIC); with `wait`, queues first come first served until enough is freed
+   * (GFP_KERNEL), honouring `timeoutMs` (ETIMEDOUT) and `signal` (ECANCELED).
+   */
+  allocAsync(size: number, options: AsyncAllocOptions = {}): Promise<DmaBuffer> {
+    try {
+      if (this.#closed) throw closedError('allocAsync');
+      const { wait, timeoutMs, signal } = options;
+      if (wait !== undefined && typeof wait !== 'boolean') throw invalidArgument(`wait must be a boolean, got ${String(wait)}`);
+      if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
+        throw invalidArgument(`timeoutMs must be a non-negative number, got ${String(timeoutMs)}`);
+      }
+      if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal');
+      if (signal?.aborted) throw cancelled(signal);
+      // First come, first served: do not overtake allocations already waiting.
+      if (this.#waiters.length === 0 || !wait) {
+        const addr = this.#alloc.alloc(size, this.#allocOptions(options));
+        if (addr >= 0) return Promise.resolve(this.#wrap(addr, size, options.zero !== false));
+        if (!wait) throw this.#noMemory(size, options);
+      }
+      if (size > this.#largestRange) throw this.#noMemory(size, options);
+      return new Promise<DmaBuffer>((resolve, reject) => {
+        let timer: NodeJS.Timeout | undefined;
+        const waiter: Waiter = {
+          size,
+          options,
+          resolve,
+          reject,
+          cleanup: () => {
+            if (timer) clearTimeout(timer);
+            signal?.removeEventListener('abort', onAbort);
+          },
+        };
+        const drop = (e: PhysmemError) => {
+          const i = this.#waiters.indexOf(waiter);
+          if (i >= 0) this.#waiters.splice(i, 1);
+          waiter.cleanup();
+          reject(e);
+          this.#serveWaiters(); // the head may have been blocking smaller requests
+        };
+        const onAbort = () => drop(cancelled(signal!));
+        if (timeoutMs !== undefined) {
+          timer = setTimeout(() => drop(new PhysmemError('ETIMEDOUT', `no ${size} bytes became free within ${timeoutMs} ms`, {
+            hint: 'free buffers sooner, raise timeoutMs, or use a larger pool',
+          })), timeoutMs);
+        }
+        signal?.addEventListener('abort', onAbort, { once: true });
+        this.#waiters.push(waiter);
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * Free the block that starts at `phys` (bigint or number); its buffer's `bytes` become zero-length.
+   * @throws {PhysmemError} EINVAL when no live block starts there (unknown, interior or double free).
+   */
+  free(phys: bigint | number): void {
+    if (this.#closed) throw closedError('free');
+    const addr = typeof phys === 'number' ? phys : toAddressNumber(phys, 'phys');
+    const view = this.#live.get(addr);
+    if (view === undefined) {
+      throw new PhysmemError('EINVAL', `no allocated block starts at physical ${hex(phys)}`, {
+        hint: 'pass the exact phys of a live DmaBuffer (double free, or an address inside a block?)',
+      });
+    }
+    this.#live.delete(addr);
+    if (this.#leaks !== undefined) {
+      this.#leaks.unregister(this.#leakTokens[view]);
+      this.#sites?.delete(addr);
+    }
+    this.#backend.release(view);
+    this.#alloc.free(addr);
+    if (this.#waiters.length !== 0) this.#serveWaiters();
+  }
+
+  /** Usage of the pool. @throws {PhysmemError} EBADF after close. */
+  stats(): PoolStats {
+    if (this.#closed) throw closedError('stats');
+    const s = this.#alloc.stats();
+    return {
+      backend: this.backend,
+      total: s.total,
+      used: s.used,
+      free: s.free,
+      largestFree: s.largestFree,
+      count: s.count,
+      waiting: this.#waiters.length,
+      busOffset: this.busOffset,
+      ranges: s.ranges.map((r) => ({ start: BigInt(r.start), size: r.total, used: r.used, free: r.free, largestFree: r.largestFree, count: r.count })),
+    };
+  }
+
+  /** {@link Pool.stats} as a Promise: the same call works on every kind of pool, including a daemon's. */
+  statsAsync(): Promise<PoolStats> {
+    try {
+      return Promise.resolve(this.stats());
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Every block, free or used, in address order: the pool's memory map. */
+  walk(): PoolBlock[] {
+    if (this.#closed) throw closedError('walk');
+    return this.#alloc.walk().map((b) => ({ phys: BigInt(b.address), size: b.size, free: b.free }));
+  }
+
+  /** Verify the allocator's invariants. @throws {PhysmemError} EIO on corruption. */
+  check(): void {
+    if (this.#closed) throw closedError('check');
+    this.#alloc.check();
+    if (this.#live.size !== this.#alloc.stats().count) {
+      throw new PhysmemError('EIO', `pool tracks ${this.#live.size} buffers but the allocator has ${this.#alloc.stats().count} blocks`);
+    }
+  }
+
+  /**
+   * The live block containing physical address `phys`, if any.
+   * @returns its start and size, or undefined when `phys` is free memory or outside the pool.
+   */
+  findBlock(phys: bigint | number): { phys: bigint; size: number } | undefined {
+    if (this.#closed) throw closedError('findBlock');
+    const p = typeof phys === 'number' ? phys : Number(phys);
+    for (const addr of this.#live.keys()) {
+      const size = this.#alloc.sizeOf(addr);
+      if (p >= addr && p < addr + size) return { phys: BigInt(addr), size };
+    }
+    return undefined;
+  }
+
+  /**
+   * @internal Device-side access for physmem/testing: a fresh ArrayBuffer over
+   * `[phys, phys + length)` (an independent path, not a buffer's own view),
+   * passed to `fn` and detached afterwards.
+   */
+  [kDeviceAccess]<T>(phys: number, length: number, fn: (bytes: Uint8Array) => T): T {
+    if (this.#closed) throw closedError('DMA');
+    const view = this.#backend.view(phys, length);
+    try {
+      return fn(new Uint8Array(this.#backend.buffer(view)));
+    } finally {
+      this.#backend.release(view);
+    }
+  }
+
+  /** The address a device uses for physical address `phys`. */
+  toBus(phys: bigint | number): bigint {
+    return BigInt(phys) + this.busOffset;
+  }
+
+  /** The physical address of bus address `bus`. */
+  toPhys(bus: bigint | number): bigint {
+    return BigInt(bus) - this.busOffset;
+  }
+
+  /**
+   * Free everything (like allocator_cleanup), detach every buffer, reject
+   * waiting allocations with EBADF, release the backend. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const w of this.#waiters.splice(0)) {
+      w.cleanup();
+      w.reject(closedError('allocAsync'));
+    }
+    for (const view of this.#live.values()) {
+      if (this.#leaks !== undefined) this.#leaks.unregister(this.#leakTokens[view]);
+      this.#backend.release(view);
+    }
+    this.#live.clear();
+    this.#sites?.clear();
+    this.#alloc.freeAll();
+    this.#backend.close();
+  }
+
+  /** Alias of {@link Pool.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  // Convert the public options into the allocator's numeric ones, reusing one
+  // object so the hot path allocates nothing.
+  #allocOptions(o: AllocOptions): { align?: number; boundary?: number; maxAddress?: number; at?: number } {
+    const a = this.#allocOpts;
+    a.align = o.align;
+    a.boundary = o.boundary;
+    a.maxAddress = o.maxAddress === undefined ? undefined : maxAddressNumber(o.maxAddress);
+    a.at = o.at === undefined ? undefined : toAddressNumber(o.at, 'at');
+    if (o.zero !== undefined && typeof o.zero !== 'boolean') throw invalidArgument(`zero must be a boolean, got ${String(o.zero)}`);
+    return a;
+  }
+
+  #wrap(addr: number, size: number, zero: boolean): DmaBuffer {
+    let view: number;
+    try {
+      view = this.#backend.view(addr, size);
+    } catch (e) {
+      this.#alloc.free(addr);
+      throw e;
+    }
+    const ab = this.#backend.buffer(view);
+    const bytes = new Uint8Array(ab);
+    if (zero) bytes.fill(0);
+    this.#live.set(addr, view);
+    const buf = new DmaBuffer(this, addr, size, bytes, this.busOffset);
+    if (this.#leaks !== undefined) {
+      const token = this.#leakTokens[view] ?? (this.#leakTokens[view] = {});
+      this.#leaks.register(buf, addr, token);
+      if (this.#sites !== undefined) this.#sites.set(addr, allocationSite());
+    }
+    return buf;
+  }
+
+  // The buffer was collected but its block is still allocated (a device may still use it): say so once.
+  #reportLeak(addr: number): void {
+    if (this.#closed) return;
+    const size = this.#alloc.sizeOf(addr);
+    const stack = this.#sites?.get(addr);
+    process.emitWarning(
+      `DmaBuffer of ${size} bytes at physical ${hex(addr)} was garbage-collected without free(); ` +
+        'its memory stays allocated until pool.close() because a device may still use it.' +
+        (stack ? `\nAllocated at:\n${stack}` : ' Set PHYSMEM_TRACE_ALLOCATIONS=1 (or leakCheck: "trace") to see where it was allocated.'),
+      { type: 'PhysmemLeakWarning', code: 'PHYSMEM_LEAK' },
+    );
+  }
+
+  #noMemory(size: number, options: AllocOptions | undefined): PhysmemError {
+    const s = this.#alloc.stats();
+    const constraints: string[] = [];
+    if (options?.align !== undefined) constraints.push(`align ${options.align}`);
+    if (options?.boundary !== undefined) constraints.push(`boundary ${options.boundary}`);
+    if (options?.maxAddress !== undefined) constraints.push(`maxAddress ${hex(options.maxAddress)}`);
+    if (options?.at !== undefined) constraints.push(`at ${hex(options.at)}`);
+    return new PhysmemError(
+      'ENOMEM',
+      `cannot allocate ${size} bytes${constraints.length ? ' (' + constraints.join(', ') + ')' : ''}: ` +
+        `largest free block is ${s.largestFree} bytes, ${s.free} of ${s.total} bytes free`,
+      { hint: 'free buffers, relax the constraints, wait with allocAsync(size, { wait: true }), or give the pool more memory' },
+    );
+  }
+
+  #serveWaiters(): void {
+    while (this.#waiters.length !== 0) {
+      const w = this.#waiters[0];
+      let addr: number;
+      try {
+        addr = this.#alloc.alloc(w.size, this.#allocOptions(w.options));
+      } catch (e) {
+        this.#waiters.shift();
+        w.cleanup();
+        w.reject(e);
+        continue;
+      }
+      if (addr < 0) return; // strict FIFO: the head waits, and so does everyone behind it
+      this.#waiters.shift();
+      w.cleanup();
+      w.resolve(this.#wrap(addr, w.size, w.options.zero !== false));
+    }
+  }
+}
+
+function maxAddressNumber(v: bigint | number): number {
+  // Anything at or above 2^53 is no limit for addresses the allocator can hold.
+  if (typeof v === 'bigint' && v >= BigInt(Number.MAX_SAFE_INTEGER)) return Number.MAX_SAFE_INTEGER;
+  return toAddressNumber(v, 'maxAddress');
+}
+
+function cancelled(signal: AbortSignal): PhysmemError {
+  return new PhysmemError('ECANCELED', 'waiting allocation was aborted', { hint: 'the AbortSignal passed as `signal` fired', cause: signal.reason });
+}
+
+function allocationSite(): string {
+  const holder: { stack?: string } = {};
+  Error.captureStackTrace(holder, allocationSite);
+  // Drop the "Error" line and physmem's own frames.
+  return (holder.stack ?? '').split('\n').slice(1).filter((l) => !/[\\/]lib[\\/]pool\.[jt]s/.test(l)).join('\n');
+}

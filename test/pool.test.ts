@@ -1,0 +1,186 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { openPool, openPoolSync, PhysmemError, type Pool } from '../lib/index.js';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+let pools: Pool[] = [];
+function fake(size = 1 << 20, extra: Record<string, unknown> = {}): Pool {
+  const p = openPoolSync({ backend: 'fake', size, ...extra });
+  pools.push(p);
+  return p;
+}
+afterEach(() => {
+  pools.forEach((p) => p.close());
+  pools = [];
+  vi.restoreAllMocks();
+});
+
+describe('opening pools', () => {
+  it('defaults the fake backend to 64 MiB at physical 4 GiB', () => {
+    const p = openPoolSync({ backend: 'fake' });
+    pools.push(p);
+    expect(p.stats()).toMatchObject({ total: 64 << 20, backend: 'fake' });
+    expect(p.stats().ranges[0].start).toBe(0x1_0000_0000n);
+    expect(p.alloc(64).phys >= 0x1_0000_0000n).toBe(true);
+  });
+
+  it("'auto' falls back to the fake backend with a warning that names what it looked for", async () => {
+    const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    const p = await openPool({ size: 1 << 20 });
+    pools.push(p);
+    expect(p.backend).toBe('fake');
+    expect(p.fallbackReason).toMatch(/devmem: .*udmabuf: /);
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(String(warn.mock.calls[0][0])).toMatch(/using the fake backend.*mem= or memmap=/s);
+    const q = openPoolSync({ backend: 'auto', quiet: true, size: 1 << 20 });
+    pools.push(q);
+    expect(warn).toHaveBeenCalledTimes(1);
+  });
+
+  it('refuses bad options with EINVAL', () => {
+    // @ts-expect-error
+    expect(() => openPoolSync({ backend: 'nope' })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => openPoolSync({ backend: 'fake', size: -1 })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => openPoolSync({ backend: 'fake', physBase: 123n })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => openPoolSync({ backend: 'fake', physBase: 2n ** 60n })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    // @ts-expect-error
+    expect(() => openPoolSync({ backend: 'fake', leakCheck: 'loud' })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    // @ts-expect-error
+    expect(() => openPoolSync(42)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+  });
+});
+
+describe('DmaBuffer', () => {
+  it('carries phys and bus as bigints (bus = phys + busOffset)', () => {
+    const p = fake(1 << 20, { physBase: 0x2000_0000n, busOffset: 0x1_0000_0000n });
+    const b = p.alloc(100);
+    expect(typeof b.phys).toBe('bigint');
+    expect(b.bus - b.phys).toBe(0x1_0000_0000n);
+    expect(p.toPhys(b.bus)).toBe(b.phys);
+  });
+
+  it('accepts at and maxAddress as numbers or bigints', () => {
+    const p = fake();
+    const base = p.stats().ranges[0].start;
+    const a = p.alloc(4096, { at: base + 8192n });
+    expect(a.phys).toBe(base + 8192n);
+    const b = p.alloc(4096, { at: Number(base) + 16384 });
+    expect(b.phys).toBe(base + 16384n);
+    expect(() => p.alloc(4096, { at: base + 8192n })).toThrow(expect.objectContaining({ code: 'ENOMEM' }));
+    const c = p.alloc(64, { maxAddress: 2n ** 64n });
+    expect(c.size).toBe(64);
+    expect(() => p.alloc(64, { maxAddress: base - 1n })).toThrow(expect.objectContaining({ code: 'ENOMEM' }));
+  });
+
+  it('refuses bad sizes and options with EINVAL', () => {
+    const p = fake();
+    for (const size of [0, -1, 1.5, NaN, '64' as unknown as number]) {
+      expect(() => p.alloc(size)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    }
+    expect(() => p.alloc(64, { align: 3 })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => p.alloc(64, { at: -1 })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    // @ts-expect-error
+    expect(() => p.alloc(64, { zero: 'yes' })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(p.stats().count).toBe(0);
+  });
+
+  it('frees through Symbol.dispose, once', () => {
+    const p = fake();
+    const b = p.alloc(64);
+    b[Symbol.dispose]();
+    b[Symbol.dispose]();
+    expect(b.freed).toBe(true);
+    expect(p.stats().count).toBe(0);
+  });
+
+  it('never frees a reused address through a stale buffer', () => {
+    const p = fake();
+    const a = p.alloc(4096, { align: 4096 });
+    p.free(a.phys);
+    const b = p.alloc(4096, { at: a.phys });
+    expect(() => a.free()).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(b.freed).toBe(false);
+    expect(p.stats().count).toBe(1);
+  });
+
+  it('warns once, naming the block, when a buffer is collected without free, and keeps the memory allocated', async () => {
+    const p = fake(1 << 20, { leakCheck: 'trace' });
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => {
+      if ((w as { code?: string }).code === 'PHYSMEM_LEAK') warnings.push(w.message);
+    };
+    process.on('warning', onWarning);
+    let phys = 0n;
+    (function leak() {
+      phys = p.alloc(12344).phys;
+    })();
+    for (let i = 0; i < 20 && warnings.length === 0; i++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    process.off('warning', onWarning);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(`0x${phys.toString(16)}`);
+    expect(warnings[0]).toContain("12344 bytes");
+    expect(warnings[0]).toMatch(/Allocated at:\n.*pool\.test\.ts/);
+    expect(p.stats().count).toBe(1);
+  });
+});
+
+describe('allocAsync', () => {
+  it('fails at once without wait (GFP_ATOMIC) and succeeds when memory is there', async () => {
+    const p = fake(64 << 10);
+    const a = await p.allocAsync(32 << 10);
+    expect(a.size).toBe(32 << 10);
+    await expect(p.allocAsync(48 << 10)).rejects.toMatchObject({ code: 'ENOMEM' });
+  });
+
+  it('waits (GFP_KERNEL) until enough is freed, first come first served', async () => {
+    const p = fake(64 << 10);
+    const a = p.alloc(48 << 10);
+    const order: string[] = [];
+    const big = p.allocAsync(40 << 10, { wait: true }).then((b) => (order.push('big'), b));
+    const small = p.allocAsync(1024, { wait: true }).then((b) => (order.push('small'), b));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(order).toEqual([]); // small fits now, but must not overtake big
+    expect(p.stats().waiting).toBe(2);
+    a.free();
+    const [bb, sb] = await Promise.all([big, small]);
+    expect(order).toEqual(['big', 'small']);
+    expect(bb.size).toBe(40 << 10);
+    expect(sb.size).toBe(1024);
+    expect(p.stats().waiting).toBe(0);
+  });
+
+  it('times out with ETIMEDOUT and lets the next waiter through', async () => {
+    const p = fake(64 << 10);
+    p.alloc(60 << 10);
+    const t0 = Date.now();
+    await expect(p.allocAsync(32 << 10, { wait: true, timeoutMs: 50 })).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(45);
+    expect(p.stats().waiting).toBe(0);
+  });
+
+  it('is cancelled by an AbortSignal with ECANCELED', async () => {
+    const p = fake(64 << 10);
+    p.alloc(60 << 10);
+    const ac = new AbortController();
+    const pending = p.allocAsync(32 << 10, { wait: true, signal: ac.signal });
+    ac.abort();
+    await expect(pending).rejects.toMatchObject({ code: 'ECANCELED' });
+    await expect(p.allocAsync(1, { wait: true, signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'ECANCELED' });
+  });
+
+  it('refuses at once what could never fit, and rejects waiters on close with EBADF', async () => {
+    const p = fake(64 << 10);
+    await expect(p.allocAsync(1 << 20, { wait: true })).rejects.toMatchObject({ code: 'ENOMEM' });
+    p.alloc(60 << 10);
+    const pending = p.allocAsync(32 << 10, { wait: true });
+    p.close();
+    await expect(pending).rejects.toMatchObject({ code: 'EBADF' });
+    await expect(p.allocAsync(64)).rejects.toBeInstanceOf(PhysmemError);
+  });
+});
