@@ -1,0 +1,30 @@
+/**
+ * physmem/pci: what a userspace PCI driver needs next to its DMA memory.
+ * Find and open a device through sysfs, enable it and its bus mastering,
+ * read and write config space, and map memory BARs for exact-width register
+ * access.
+ *
+ * @example
+ * import { PciDevice } from 'physmem/pci';
+ * using dev = PciDevice.find({ vendor: 0x1234, device: 0x11e8 }); // QEMU's edu
+ * dev.enable();
+ * dev.setBusMaster(true);
+ * const regs = dev.mapBar(0);
+ * console.log(regs.read32(0x00).toString(16)); // 10000ed
+ * @module
+ */
+export { PciDevice, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY } from './device.js';
+export type { PciOpenOptions, PciFindOptions, MapBarOptions } from './device.js';
+export { Mmio } from './mmio.js';
+export {
+  parseResourceFile,
+  normalizeBdf,
+  listPciDevices,
+  DEFAULT_SYSFS_ROOT,
+  IORESOURCE_IO,
+  IORESOURCE_MEM,
+  IORESOURCE_PREFETCH,
+  IORESOURCE_MEM_64,
+  PCI_BAR_COUNT,
+} from './sysfs.js';
+export type { PciResource, PciDeviceInfo, PciFilter } from './sysfs.js';
