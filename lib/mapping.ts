@@ -65,6 +65,32 @@ export class Mapping {
     }
   }
 
+  /**
+   * Reserve `length` bytes of address space with nothing mapped in it yet
+   * (touching it faults); fill it with {@link Mapping.mapInto}.
+   */
+  static reserve(length: number, writable: boolean, path: string): Mapping {
+    try {
+      return new Mapping(native().reserve(length, writable), length, path);
+    } catch (e) {
+      throw toPhysmemError(e, path);
+    }
+  }
+
+  /**
+   * Map `length` bytes of `fd` from `fileOffset` over `[offset, offset + length)`
+   * of a reserved mapping (page-aligned).
+   * @throws {PhysmemError} from mmap (EPERM under STRICT_DEVMEM, EAGAIN for a cache-type conflict), with `path`.
+   */
+  mapInto(offset: number, fd: number, fileOffset: bigint, length: number, hint?: (code: string) => string | undefined): void {
+    try {
+      native().mapInto(this.handle, offset, fd, fileOffset, length);
+    } catch (e) {
+      const err = toPhysmemError(e, this.path);
+      throw err instanceof PhysmemError && hint ? toPhysmemError(e, this.path, hint(err.code)) : err;
+    }
+  }
+
   /** True once {@link Mapping.close} ran. */
   get closed(): boolean {
     return this.#handle === 0;

@@ -29,6 +29,10 @@ export interface NativeAddon {
   memfdCreate(name: string, size: number): number;
   /** mmap(2) MAP_SHARED of `length` bytes at file `offset` (page-aligned, 64-bit). Returns a mapping handle. */
   mmap(fd: number, offset: bigint, length: number, writable: boolean): number;
+  /** Reserve `length` bytes of address space (PROT_NONE, no memory); fill it with {@link NativeAddon.mapInto}. Returns a mapping handle. */
+  reserve(length: number, writable: boolean): number;
+  /** mmap(2) MAP_FIXED|MAP_SHARED `length` bytes of `fd` at `fileOffset` over `[offset, offset + length)` of a reserved mapping (page-aligned). */
+  mapInto(handle: number, offset: number, fd: number, fileOffset: bigint, length: number): void;
   /** munmap(2). Throws EBUSY while ArrayBuffers over the mapping are still attached. */
   munmap(handle: number): void;
   /** An external (zero-copy) ArrayBuffer over exactly `[offset, offset + length)` of the mapping. */

@@ -192,6 +192,19 @@ Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
 
 // ---- mappings --------------------------------------------------------------
 
+uint32_t Register(napi_env env, void* p, size_t length, bool writable) {
+  Instance* inst = GetInstance(env);
+  Mapping* m = new Mapping{static_cast<uint8_t*>(p), length, writable, 0};
+  if (!inst->freeHandles.empty()) {
+    uint32_t handle = inst->freeHandles.back();
+    inst->freeHandles.pop_back();
+    inst->mappings[handle - 1] = m;
+    return handle;
+  }
+  inst->mappings.push_back(m);
+  return static_cast<uint32_t>(inst->mappings.size());
+}
+
 // mmap(fd, offset: bigint, length, writable) -> handle. MAP_SHARED so writes
 // reach the physical memory (or the memfd) rather than a private copy.
 Napi::Value Mmap(const Napi::CallbackInfo& info) {
@@ -208,18 +221,46 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
   void* p = mmap(nullptr, length, prot, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (p == MAP_FAILED) ThrowErrno(env, errno, "mmap");
 
-  Instance* inst = GetInstance(env);
-  Mapping* m = new Mapping{static_cast<uint8_t*>(p), length, writable, 0};
-  uint32_t handle;
-  if (!inst->freeHandles.empty()) {
-    handle = inst->freeHandles.back();
-    inst->freeHandles.pop_back();
-    inst->mappings[handle - 1] = m;
-  } else {
-    inst->mappings.push_back(m);
-    handle = static_cast<uint32_t>(inst->mappings.size());
+  return Napi::Number::New(env, Register(env, p, length, writable));
+}
+
+// reserve(length, writable) -> handle: address space only (PROT_NONE, no
+// memory, nothing of any file), to be filled piece by piece with mapInto.
+// Mapping a large /dev/mem region at once makes the kernel write every page
+// table entry up front; reserving first keeps opening a pool cheap.
+Napi::Value Reserve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t length = ArgUint(info, 0, "length", (1ull << 53));
+  bool writable = ArgBool(info, 1, "writable");
+  if (length == 0) ThrowInvalid(env, "length must be > 0");
+  void* p = mmap(nullptr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) ThrowErrno(env, errno, "mmap");
+  return Napi::Number::New(env, Register(env, p, length, writable));
+}
+
+// mapInto(handle, offset, fd, fileOffset: bigint, length): MAP_FIXED|MAP_SHARED
+// of the file over [offset, offset + length) of a reserved mapping.
+Napi::Value MapInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Mapping* m = ArgMapping(info, 0);
+  uint64_t offset = ArgUint(info, 1, "offset", (1ull << 53));
+  int fd = ArgFd(info, 2);
+  uint64_t fileOffset = ArgBigUint(info, 3, "fileOffset");
+  uint64_t length = ArgUint(info, 4, "length", (1ull << 53));
+  uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (length == 0 || offset % page != 0 || fileOffset % page != 0 || fileOffset > static_cast<uint64_t>(INT64_MAX)) {
+    ThrowInvalid(env, "offset and fileOffset must be page-aligned and length > 0");
   }
-  return Napi::Number::New(env, handle);
+  CheckRange(info, m, offset, length);
+  int prot = PROT_READ | (m->writable ? PROT_WRITE : 0);
+  void* p = mmap(m->base + offset, length, prot, MAP_SHARED | MAP_FIXED, fd, static_cast<off_t>(fileOffset));
+  if (p == MAP_FAILED) {
+    int err = errno;
+    // Put the placeholder back so the range stays reserved (and inaccessible).
+    mmap(m->base + offset, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    ThrowErrno(env, err, "mmap");
+  }
+  return env.Undefined();
 }
 
 // munmap(handle): refused with EBUSY while ArrayBuffers over the mapping are
@@ -396,6 +437,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
   exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
+  exports.Set("reserve", Napi::Function::New(env, Reserve, "reserve"));
+  exports.Set("mapInto", Napi::Function::New(env, MapInto, "mapInto"));
   exports.Set("arrayBuffer", Napi::Function::New(env, ArrayBufferOver, "arrayBuffer"));
   exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
   exports.Set("attachedCount", Napi::Function::New(env, AttachedCount, "attachedCount"));

@@ -2,7 +2,7 @@
 // standing in for /sys/firmware/memmap, /proc/iomem and /proc/cmdline, and a
 // sparse regular file standing in for /dev/mem (this machine has no /dev/mem).
 // The real /dev/mem is exercised inside the QEMU guest (test/vm/devmem.guest.test.ts).
-import { mkdtempSync, mkdirSync, openSync, closeSync, ftruncateSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, openSync, closeSync, ftruncateSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -89,6 +89,30 @@ describe('devmem backend on a simulated machine (regular file as /dev/mem)', () 
     readSync(fd, back, 0, 20, 0x08000000 + 0x5000);
     closeSync(fd);
     expect(back.toString()).toBe('left by the firmware');
+  });
+
+  it('maps lazily: only the first 2 MiB window of each region at open, the rest as blocks are handed out', () => {
+    // Bytes of the device file mapped in this process (the kernel merges adjacent windows into one line).
+    const MiB = 1 << 20;
+    const windows = () =>
+      readFileSync('/proc/self/maps', 'utf8')
+        .split('\n')
+        .filter((l) => l.endsWith(machine.devmem))
+        .reduce((sum, l) => {
+          const [a, b] = l.split(' ')[0].split('-').map((x) => parseInt(x, 16));
+          return sum + (b - a);
+        }, 0) /
+      (2 * MiB);
+    const before = windows();
+    pool = openPoolSync({ backend: 'devmem', ...simulated });
+    expect(windows() - before).toBe(2); // two regions, one window each
+    pool.alloc(4096, { at: 0x18000000n + 0x4000000n });
+    expect(windows() - before).toBe(3);
+    pool.alloc(0x300000, { at: 0x08000000n + 0x1ff000n }); // spans windows 0-2 of the first region
+    expect(windows() - before).toBe(5);
+    pool.close();
+    pool = undefined;
+    expect(windows()).toBe(before);
   });
 
   it('limits the pool to size, and says when less is reserved', () => {

@@ -80,6 +80,21 @@ describe('native layer', () => {
     b.m.close();
   });
 
+  it('reserves address space and maps a file into it piece by piece', () => {
+    const fd = n.memfdCreate('pieces', 3 * 4096);
+    const direct = Mapping.map(fd, 0n, 3 * 4096, true, 'memfd:pieces');
+    const r = Mapping.reserve(4 * 4096, true, 'memfd:pieces');
+    r.mapInto(4096, fd, 8192n, 4096); // file page 2 at reserved page 1
+    new Uint8Array(abOf(direct, 8192, 16))[3] = 0x77;
+    expect(new Uint8Array(abOf(r, 4096, 16))[3]).toBe(0x77);
+    expect(() => r.mapInto(100, fd, 0n, 4096)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => r.mapInto(3 * 4096, fd, 0n, 8192)).toThrow(expect.objectContaining({ code: 'ERANGE' }));
+    expect(() => r.mapInto(0, 987654, 0n, 4096)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'mmap' }));
+    r.close();
+    direct.close();
+    n.close(fd);
+  });
+
   it('does exact-width volatile reads and writes, little-endian, unsigned', () => {
     const { fd, m } = memfdMapping(4096);
     const h = m.handle;

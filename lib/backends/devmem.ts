@@ -2,9 +2,10 @@
  * The devmem backend: RAM the kernel does not use (above `mem=`, or in
  * `memmap=nn$ss` regions), mapped through /dev/mem.
  *
- * Opening maps each region but reads or writes none of it: whatever another
- * program or the firmware left there survives until a block is allocated
- * (and zeroed, unless `zero: false`).
+ * Opening reserves address space for each region and maps only its first
+ * window; the rest is mapped as blocks are handed out. Nothing is read or
+ * written: whatever another program or the firmware left there survives until
+ * a block is allocated (and zeroed, unless `zero: false`).
  * @module
  */
 import { PhysmemError, invalidArgument } from '../errors.js';
@@ -39,6 +40,9 @@ export interface DevmemBackendOptions {
   /** Prefix for /sys and /proc when discovering (tests). Default ''. */
   discoveryRoot?: string;
 }
+
+/** Regions are mapped in windows of this many bytes, on first use. */
+const WINDOW = 2 * 1024 * 1024;
 
 const REGIONS_HINT = 'run `physmem regions` to see what is reserved and how to reserve memory (mem= or memmap= on the kernel command line)';
 
@@ -124,24 +128,41 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
     ranges = kept;
   }
 
+  // Reserve address space for each region now and map it in windows on first
+  // use: mapping a whole region makes the kernel write all its page table
+  // entries up front (about 0.1 s per GiB), and nothing may be touched anyway.
+  // The first window is mapped at once so a kernel refusal shows at open.
   const fd = openFile(devicePath, true, cache === 'uncached', openHint);
   const mappings: Mapping[] = [];
+  const mapped: Uint8Array[] = [];
+  const mapWindow = (i: number, w: number): void => {
+    const r = ranges[i];
+    const off = w * WINDOW;
+    const len = Math.min(WINDOW, r.size - off);
+    mappings[i].mapInto(off, fd, BigInt(r.start + off), len, (code) =>
+      code === 'EPERM'
+        ? `the kernel refused to map 0x${(r.start + off).toString(16)}-0x${(r.start + off + len - 1).toString(16)} (CONFIG_STRICT_DEVMEM allows only memory the kernel does not use as RAM); ${REGIONS_HINT}`
+        : code === 'EAGAIN'
+          ? 'another mapping of this memory uses a different cache mode (x86 PAT); close it or open the pool with the same cache option'
+          : undefined,
+    );
+    mapped[i][w] = 1;
+  };
   try {
-    for (const r of ranges) {
-      mappings.push(
-        Mapping.map(fd, BigInt(r.start), r.size, true, devicePath, (code) =>
-          code === 'EPERM'
-            ? `the kernel refused to map 0x${r.start.toString(16)}-0x${(r.start + r.size - 1).toString(16)} (CONFIG_STRICT_DEVMEM allows only memory the kernel does not use as RAM); ${REGIONS_HINT}`
-            : undefined,
-        ),
-      );
+    for (let i = 0; i < ranges.length; i++) {
+      mappings.push(Mapping.reserve(ranges[i].size, true, devicePath));
+      mapped.push(new Uint8Array(Math.ceil(ranges[i].size / WINDOW)));
+      mapWindow(i, 0);
     }
   } catch (e) {
     mappings.forEach((m) => m.close());
+    closeFile(fd);
     throw e;
-  } finally {
-    closeFile(fd); // the mappings stay valid
   }
+  const ensureMapped = (i: number, off: number, len: number): void => {
+    const m = mapped[i];
+    for (let w = Math.floor(off / WINDOW), last = Math.floor((off + len - 1) / WINDOW); w <= last; w++) if (m[w] === 0) mapWindow(i, w);
+  };
 
   const find = (phys: number): number => {
     for (let i = 0; i < ranges.length; i++) if (phys >= ranges[i].start && phys < ranges[i].start + ranges[i].size) return i;
@@ -156,12 +177,18 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
     // View ids encode the mapping: slot * n + region index.
     view: (phys, len) => {
       const i = find(phys);
-      return mappings[i].view(phys - ranges[i].start, len) * mappings.length + i;
+      const off = phys - ranges[i].start;
+      ensureMapped(i, off, len);
+      return mappings[i].view(off, len) * mappings.length + i;
     },
     buffer: (id) => mappings[id % mappings.length].buffer(Math.floor(id / mappings.length))!,
     release: (id) => mappings[id % mappings.length].release(Math.floor(id / mappings.length)),
     describe: () =>
       `devmem backend: ${total} bytes of reserved RAM (${source}) in ${ranges.length} region(s) via ${devicePath}, ${cache}`,
-    close: () => mappings.forEach((m) => m.close()),
+    close: () => {
+      if (mappings[0]?.closed) return;
+      mappings.forEach((m) => m.close());
+      closeFile(fd);
+    },
   };
 }

@@ -75,6 +75,22 @@ export const CONFIGS = [
     },
   },
   {
+    // Not booted by default (`--config big`): over 1 GiB above mem=, to time
+    // how long a devmem pool of that size takes to open.
+    name: 'big',
+    description: '1.5 GiB guest booted with mem=384M: 1.1 GiB of RAM above the limit',
+    optional: true,
+    memory: '1536M',
+    kernelArgs: ['mem=384M'],
+    expect: {
+      memLimit: MEM_LIMIT_384M,
+      firmwareRam: { start: 0x100000, end: 0x5ffdffff },
+      regions: [{ kind: 'above-mem', start: MEM_LIMIT_384M, end: 0x5ffdffff }],
+      hugepages: 0,
+      edu: false,
+    },
+  },
+  {
     // Not booted by default. An emulated Intel IOMMU with edu behind it, and
     // the vfio modules loaded: for VFIO backend work (`--config iommu`).
     name: 'iommu',
