@@ -110,7 +110,7 @@ function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReas
       return { backend, fallbackReason: reason };
     }
     default:
-      throw invalidArgument(`unknown backend '${String(kind)}'`, "use 'auto', 'devmem' or 'fake'");
+      throw invalidArgument(`unknown backend '${String(kind)}'`, "use 'auto', 'devmem', 'hugepage' or 'fake'");
   }
 }
 

@@ -353,11 +353,10 @@ export class Pool {
   findBlock(phys: bigint | number): { phys: bigint; size: number } | undefined {
     if (this.#closed) throw closedError('findBlock');
     const p = typeof phys === 'number' ? phys : Number(phys);
-    for (const addr of this.#live.keys()) {
-      const size = this.#alloc.sizeOf(addr);
-      if (p >= addr && p < addr + size) return { phys: BigInt(addr), size };
-    }
-    return undefined;
+    const start = this.#alloc.blockContaining(p);
+    const view = start < 0 ? undefined : this.#live.get(start);
+    // The size asked for (the allocator keeps it rounded up to 8): the buffer's own length.
+    return view === undefined ? undefined : { phys: BigInt(start), size: this.#backend.buffer(view).byteLength };
   }
 
   /**

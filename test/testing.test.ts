@@ -41,4 +41,13 @@ describe('FakeDmaDevice (stands in for hardware on the fake backend)', () => {
     expect(() => dev.write(a.bus, [1, 2])).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     expect(dev.violations).toEqual([]);
   });
+
+  it('checks against the size asked for, not the allocator rounding', () => {
+    pool = openPoolSync({ backend: 'fake', size: 1 << 20 });
+    const dev = new FakeDmaDevice(pool);
+    const a = pool.alloc(250);
+    dev.write(a.bus + 246n, new Uint8Array(4));
+    expect(() => dev.write(a.bus + 248n, new Uint8Array(4))).toThrow(expect.objectContaining({ code: 'EFAULT' }));
+    expect(pool.findBlock(a.phys + 100n)).toEqual({ phys: a.phys, size: 250 });
+  });
 });
