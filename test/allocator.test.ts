@@ -470,10 +470,10 @@ describe('stats, walk, check', () => {
     const a = new RangeAllocator([{ start: 0, size: MiB }]);
     a.alloc(64);
     a.check();
-    const priv = a as unknown as { used: number; I: Int32Array; F: Float64Array };
-    priv.used += 8;
+    const priv = a as unknown as { counts: Float64Array; F: Float64Array };
+    priv.counts[0] += 8;
     expectCode('EIO', () => a.check(), /allocator state is corrupt: used bytes/);
-    priv.used -= 8;
+    priv.counts[0] -= 8;
     a.check();
     // Break the address order: move a block's start past its successor.
     const saved = priv.F.slice();

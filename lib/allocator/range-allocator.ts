@@ -9,14 +9,15 @@
  *   block's size is not stored: it is the next block's start minus its own,
  *   so blocks tile each range by construction and merging is just unlinking;
  * - per range, the blocks in address order as a doubly linked list between
- *   two sentinels. That list is level 0 of a skip list (towers for ~1/4 of
+ *   two sentinels. That list is level 0 of a skip list (towers for ~1/8 of
  *   the nodes live in a separate arena), so the block containing an address
  *   is found in O(log n) expected, for `at`;
  * - per range, segregated free lists (1600 size classes, see size-class.ts)
  *   with a two-level bitmap to find the first non-empty class >= a size in
  *   O(1);
- * - an open-addressing hash (linear probing, backward-shift deletion, keys
- *   stored in the table) from each live block's start address to its node.
+ * - an open-addressing hash (linear probing, backward-shift deletion, load
+ *   <= 1/2, 4-byte entries holding node indexes; the key is read from the
+ *   node) from each live block's start address to its node, for `free`.
  *
  * The hot paths (`alloc` without options, `free`) are written flat, with the
  * list and hash operations inlined by hand: V8 stops inlining small helpers
@@ -24,7 +25,7 @@
  * @module
  */
 import { PhysmemError, invalidArgument } from '../errors.js';
-import { FL_COUNT, NCLASS, TWO53, INV_TWO32, classOf, searchClassOf, modPow2, padTo, isPowerOfTwo } from './size-class.js';
+import { FL_COUNT, NCLASS, TWO53, INV_TWO32, INV_POW2, classOf, searchClassOf, modPow2, padTo, isPowerOfTwo } from './size-class.js';
 import type {
   AllocatorRange,
   AllocOptions,
@@ -111,9 +112,9 @@ function corrupt(detail: string): PhysmemError {
  * `check` are O(number of blocks).
  *
  * Sizes: a block's size is the requested size rounded up to 8 bytes (the
- * granule); `sizeOf` and `free` report that rounded size. Every block starts
- * on a multiple of 8; no header or padding is added except the alignment
- * padding before a block, which stays free.
+ * granule); `sizeOf` and `free` report that rounded size. Every live block
+ * starts on a multiple of 8 (of 64 by default); nothing is added but the
+ * alignment padding before a block, which stays free and is reused.
  *
  * Placement: the first block of the smallest non-empty size class that
  * surely fits (TLSF "good fit"), carved from its low end. With several
@@ -121,7 +122,22 @@ function corrupt(detail: string): PhysmemError {
  * low memory for 32-bit devices); requests with `maxAddress` try the lowest
  * range first.
  *
+ * Memory: 32 bytes per block (free or live) plus about 16 bytes per live
+ * block of hash table and 30 bytes per block of skip-list towers on
+ * average; the tables grow by doubling (the only allocations on the hot
+ * paths, amortised) and shrink back on `freeAll()`.
+ *
  * Not reentrant from a `walk` callback.
+ *
+ * @example
+ * ```ts
+ * const a = new RangeAllocator([{ start: 0x8000_0000n, size: 64n << 20n }]);
+ * const ring = a.alloc(16 * 4096, { align: 4096, maxAddress: 0xffff_ffff });
+ * const desc = a.alloc(256, { boundary: 4096, owner: 7 });
+ * if (ring < 0 || desc < 0) throw new Error('out of DMA memory');
+ * a.free(ring);           // 65536
+ * a.freeAll(7);           // 256
+ * ```
  */
 export class RangeAllocator {
   // Every field is initialised where declared with a value of its final type,
@@ -168,9 +184,12 @@ export class RangeAllocator {
   private readonly maxRangeSize: number = 0;
   private readonly lastEnd: number = 0;
 
-  private used = 0;
-  private live = 0;
-  private rng = 0x9e3779b9 | 0;
+  // [used bytes, live blocks]. In a typed array: a number field holding
+  // values above 2^30 is a boxed HeapNumber, and updating it can allocate.
+  private readonly counts: Float64Array = new Float64Array(2);
+  // xorshift32 state for skip-list levels. In a typed array: a full 32-bit
+  // integer in a field would be boxed (not a Smi) and allocate on each store.
+  private readonly rng: Int32Array = new Int32Array([0x9e3779b9 | 0]);
   /** The free node that absorbed the block in the last `release`. */
   private merged = -1;
 
@@ -249,12 +268,12 @@ export class RangeAllocator {
 
   /** Bytes currently in live blocks. O(1). */
   get usedBytes(): number {
-    return this.used;
+    return this.counts[0];
   }
 
   /** Number of live blocks. O(1). */
   get liveBlocks(): number {
-    return this.live;
+    return this.counts[1];
   }
 
   /** The managed ranges sorted by start, `{ start, size }` in bytes (a new array). */
@@ -268,7 +287,9 @@ export class RangeAllocator {
    * Allocate a block of `size` bytes (rounded up to 8).
    *
    * The block starts on a multiple of `align` (default 64). Allocates no JS
-   * objects; a call without `options` takes the fastest path.
+   * objects (V8 may still box a returned address above 2^30 in a number
+   * cell when the call is not inlined); a call without `options` takes the
+   * fastest path.
    *
    * For plain requests (no `boundary`, `maxAddress` or `at`, and `align` <=
    * 64), -1 means that no free block can hold the request. Constrained
@@ -346,7 +367,7 @@ export class RangeAllocator {
    */
   freeAll(owner?: number): number {
     if (owner === undefined) {
-      const bytes = this.used;
+      const bytes = this.counts[0];
       this.reset();
       return bytes;
     }
@@ -519,8 +540,8 @@ export class RangeAllocator {
       this.checkSkipList(r);
       this.checkFreeLists(r);
     }
-    if (liveNodes !== this.live) throw corrupt(`live block counter says ${this.live}, ${liveNodes} blocks are live`);
-    if (usedBytes !== this.used) throw corrupt(`used bytes counter says ${this.used}, live blocks hold ${usedBytes}`);
+    if (liveNodes !== this.counts[1]) throw corrupt(`live block counter says ${this.counts[1]}, ${liveNodes} blocks are live`);
+    if (usedBytes !== this.counts[0]) throw corrupt(`used bytes counter says ${this.counts[0]}, live blocks hold ${usedBytes}`);
     let hashed = 0;
     for (let i = 0; i <= this.htMask; i++) if (this.HT[i] >= 0) hashed++;
     if (hashed !== liveNodes || this.htCount !== liveNodes) {
@@ -661,15 +682,37 @@ export class RangeAllocator {
       const n = this.heads[r * NCLASS + (fl << 5) + (31 - Math.clz32(m & -m))];
       const a = this.F[n * NF];
       const rem = align <= 2147483648 ? (a >>> 0) & (align - 1) : a % align;
-      if (rem === 0) return this.takeLow(n, s, owner);
+      // The take* helpers return nothing: an address above 2^30 returned from
+      // a call that is not inlined would be boxed in a fresh HeapNumber.
+      if (rem === 0) {
+        this.takeLow(n, s, owner);
+        return a;
+      }
       const st = a + align - rem;
-      if (st + s <= this.F[this.I[n * NI + I_PNEXT] * NF]) return this.takeInside(n, st, s, owner);
+      if (st + s <= this.F[this.I[n * NI + I_PNEXT] * NF]) {
+        this.takeInside(n, st, s, owner);
+        return st;
+      }
       break;
     }
     // No class >= c has a block in any range: only blocks of the classes
     // below c can still hold s bytes; when alignment is small (no search
     // slack needed) looking through them is exact and all there is to do.
-    if (r < 0 && align <= DEFAULT_ALIGN) return this.scanBelow(s, c, align, owner);
+    if (r < 0 && align <= DEFAULT_ALIGN) {
+      // Usually those classes are empty: test their bits before calling out.
+      let lo: number;
+      if (s < 64) lo = s;
+      else if (s < 2147483648) {
+        const l = 31 - Math.clz32(s);
+        lo = ((l - 5) << 5) + (s >>> (l - 5));
+      } else lo = classOf(s);
+      for (let rr = this.nRanges - 1; rr >= 0; rr--) {
+        for (let g = rr * NCLASS + lo, ge = rr * NCLASS + c; g < ge; g++) {
+          if ((slBits[g >>> 5] & (1 << (g & 31))) !== 0) return this.scanBelow(s, c, align, owner);
+        }
+      }
+      return -1;
+    }
     return this.allocSearch(s, align, 0, Infinity, owner, align <= DEFAULT_ALIGN);
   }
 
@@ -688,7 +731,10 @@ export class RangeAllocator {
         for (let n = this.heads[g]; n >= 0; n = I[n * NI + I_FNEXT]) {
           const a = F[n * NF];
           const st = a + padTo(a, align);
-          if (st + s <= F[I[n * NI + I_PNEXT] * NF]) return this.take(n, st, s, owner);
+          if (st + s <= F[I[n * NI + I_PNEXT] * NF]) {
+            this.take(n, st, s, owner);
+            return st;
+          }
         }
       }
     }
@@ -731,7 +777,10 @@ export class RangeAllocator {
               const off = modPow2(st, boundary);
               if (off + s > boundary) st += boundary - off;
             }
-            if (st + s <= F[I[n * NI + I_PNEXT] * NF] && st + s - 1 <= max) return this.take(n, st, s, owner);
+            if (st + s <= F[I[n * NI + I_PNEXT] * NF] && st + s - 1 <= max) {
+              this.take(n, st, s, owner);
+              return st;
+            }
             if (--budget <= 0) return -1;
           }
         }
@@ -748,12 +797,14 @@ export class RangeAllocator {
     const n = this.containing(r, at);
     if (this.I[n * NI + I_META] > M_FREE0) return -1;
     if (at + s > this.F[this.I[n * NI + I_PNEXT] * NF]) return -1;
-    return this.take(n, at, s, owner);
+    this.take(n, at, s, owner);
+    return at;
   }
 
   /** Carve [st, st + s) out of free block n. Needs 2 unused nodes and towers. */
-  private take(n: number, st: number, s: number, owner: number): number {
-    return st === this.F[n * NF] ? this.takeLow(n, s, owner) : this.takeInside(n, st, s, owner);
+  private take(n: number, st: number, s: number, owner: number): void {
+    if (st === this.F[n * NF]) this.takeLow(n, s, owner);
+    else this.takeInside(n, st, s, owner);
   }
 
   /**
@@ -761,7 +812,7 @@ export class RangeAllocator {
    * (its start moves up), so when its size class does not change, which is
    * common when carving from a large block, the free lists are untouched.
    */
-  private takeLow(n: number, s: number, owner: number): number {
+  private takeLow(n: number, s: number, owner: number): void {
     const F = this.F;
     const I = this.I;
     const heads = this.heads;
@@ -803,7 +854,11 @@ export class RangeAllocator {
       else if (rest < 2147483648) {
         const l = 31 - Math.clz32(rest);
         c = ((l - 5) << 5) + (rest >>> (l - 5));
-      } else c = classOf(rest);
+      } else {
+        // Same as classOf(rest), without boxing rest for a call.
+        const l = 63 - Math.clz32(rest * INV_TWO32);
+        c = ((l - 5) << 5) + Math.floor(rest * INV_POW2[l - 5]);
+      }
       const ng = g - (g % NCLASS) + c;
       if (ng !== g) {
         const fp = I[b + I_FPREV];
@@ -830,13 +885,12 @@ export class RangeAllocator {
     while (HT[i] >= 0) i = (i + 1) & m;
     HT[i] = u;
     if (++this.htCount > m >>> 1) this.hashGrow();
-    this.used += s;
-    this.live++;
-    return a;
+    this.counts[0] += s;
+    this.counts[1]++;
   }
 
   /** Carve [st, st + s) with st above the start of free block n: the head stays free in n. */
-  private takeInside(n: number, st: number, s: number, owner: number): number {
+  private takeInside(n: number, st: number, s: number, owner: number): void {
     const F = this.F;
     const I = this.I;
     const g = M_FREE0 - I[n * NI + I_META];
@@ -856,9 +910,8 @@ export class RangeAllocator {
       this.insertFree(t, base + classOf(end - st - s));
     }
     this.hashInsert(u, st);
-    this.used += s;
-    this.live++;
-    return st;
+    this.counts[0] += s;
+    this.counts[1]++;
   }
 
   /**
@@ -875,8 +928,8 @@ export class RangeAllocator {
     const p = I[b + I_PPREV];
     const x = I[b + I_PNEXT];
     const s = F[x * NF] - a;
-    this.used -= s;
-    this.live--;
+    this.counts[0] -= s;
+    this.counts[1]--;
     const pm = I[p * NI + I_META];
     const xm = I[x * NI + I_META];
     let cur: number;
@@ -907,7 +960,10 @@ export class RangeAllocator {
     else if (size < 2147483648) {
       const l = 31 - Math.clz32(size);
       c = ((l - 5) << 5) + (size >>> (l - 5));
-    } else c = classOf(size);
+    } else {
+      const l = 63 - Math.clz32(size * INV_TWO32);
+      c = ((l - 5) << 5) + Math.floor(size * INV_POW2[l - 5]);
+    }
     const ng = (g >= 0 ? g - (g % NCLASS) : this.nRanges === 1 ? 0 : this.rangeOf(ca) * NCLASS) + c;
     if (ng !== g) {
       const cb = cur * NI;
@@ -1020,14 +1076,16 @@ export class RangeAllocator {
 
   /** Give node x (already in the address list) a random skip-list level. */
   private towerFor(x: number): void {
-    // xorshift32; level = 1 + leading zero bit pairs: P(level > k) = 4^-k.
-    let z = this.rng;
+    // xorshift32; level = 1 + leading zero bit triples: P(level > k) = 8^-k.
+    // (p = 1/8 rather than 1/4: half as many towers to build and unlink on
+    // the hot paths, for about the same search cost.)
+    let z = this.rng[0];
     z ^= z << 13;
     z ^= z >>> 17;
     z ^= z << 5;
-    this.rng = z;
-    if (z >>> 30 !== 0) this.I[x * NI + I_TOWER] = -1;
-    else this.buildTower(x, 1 + (Math.clz32(z) >>> 1));
+    this.rng[0] = z;
+    if (z >>> 29 !== 0) this.I[x * NI + I_TOWER] = -1;
+    else this.buildTower(x, Math.min(MAX_LEVEL, 1 + ((Math.clz32(z) / 3) | 0)));
   }
 
   private buildTower(x: number, level: number): void {
@@ -1040,7 +1098,7 @@ export class RangeAllocator {
     let cand = I[x * NI + I_PPREV];
     for (let k = 1; k < level; k++) {
       // Walk back along level k-1 to the nearest node reaching level k
-      // (expected 4 steps: the head sentinel reaches every level).
+      // (expected 8 steps: the head sentinel reaches every level).
       let ct = I[cand * NI + I_TOWER];
       while (ct < 0 || (ct & 31) <= k) {
         cand = k === 1 ? I[cand * NI + I_PPREV] : T[(ct >> 5) * TS + 2 * (k - 2) + 1];
@@ -1187,8 +1245,8 @@ export class RangeAllocator {
     this.flLo.fill(0);
     this.flHi.fill(0);
     this.hashInit(INITIAL_HASH);
-    this.used = 0;
-    this.live = 0;
+    this.counts[0] = 0;
+    this.counts[1] = 0;
     while (this.nodeAvail < 3 * this.nRanges + 2) this.growNodes();
     while (this.towerAvail < 2 * this.nRanges + 2) this.growTowers();
     const F = this.F;

@@ -31,7 +31,8 @@ export const INV_TWO32 = 1 / TWO32;
 export const TWO53 = 9007199254740992;
 
 const POW2 = new Float64Array(64);
-const INV_POW2 = new Float64Array(64);
+/** INV_POW2[i] = 2^-i: multiplying by it divides exactly. */
+export const INV_POW2 = new Float64Array(64);
 for (let i = 0; i < 64; i++) {
   POW2[i] = 2 ** i;
   INV_POW2[i] = 2 ** -i;
@@ -84,5 +85,6 @@ export function padTo(x: number, p: number): number {
 /** True for 1, 2, 4, ... 2^52 as numbers. */
 export function isPowerOfTwo(x: unknown): x is number {
   if (typeof x !== 'number' || !Number.isInteger(x) || x < 1 || x > 4503599627370496) return false;
-  return x <= 2147483648 ? (x & (x - 1)) === 0 || x === 2147483648 : POW2[log2floor(x)] === x;
+  // Bitwise operators see 32 bits (2^31 becomes -2^31, still one bit set).
+  return x <= 2147483648 ? (x & (x - 1)) === 0 : POW2[log2floor(x)] === x;
 }
