@@ -99,10 +99,11 @@ export function native(): NativeAddon {
   try {
     loaded = bindings({ bindings: 'physmem', module_root: root });
   } catch (e) {
+    // bindings' message is "Could not locate the bindings file. Tried:" followed by one "→ path" line per try.
     const tried = ((e as Error).message.match(/→ .*/g) ?? []).map((l) => '  ' + l).join('\n');
     throw new PhysmemError('ENOENT', `the native addon physmem.node could not be loaded from ${root}`, {
       hint:
-        `${(e as Error).message.split('\n')[0]}\n${tried ? 'Tried:\n' + tried + '\n' : ''}` +
+        (tried ? `Tried:\n${tried}\n` : `${(e as Error).message.split('\n')[0]}\n`) +
         'Build it with `npm rebuild physmem` (needs python3, make and g++; on Debian: apt-get install -y python3 make g++). ' +
         'physmem runs on Linux only.',
       cause: e,
