@@ -31,7 +31,8 @@ export function table(header: string[], rows: string[][]): string {
 
 /**
  * A memory map in `width` characters: `#` mostly used, `+` partly used,
- * `.` free, from the lowest to the highest address of `blocks`.
+ * `.` free, ` ` not in the pool (a gap between ranges), from the lowest to
+ * the highest address of `blocks`.
  */
 export function memoryMap(blocks: PoolBlock[], width = 64): string {
   if (blocks.length === 0) return '';
@@ -39,16 +40,18 @@ export function memoryMap(blocks: PoolBlock[], width = 64): string {
   const last = blocks[blocks.length - 1];
   const span = Number(last.phys - start) + last.size;
   const used = new Float64Array(width);
+  const covered = new Float64Array(width);
   for (const b of blocks) {
-    if (b.free) continue;
     const from = (Number(b.phys - start) / span) * width;
     const to = ((Number(b.phys - start) + b.size) / span) * width;
     for (let c = Math.floor(from); c < Math.min(width, Math.ceil(to)); c++) {
-      used[c] += Math.min(to, c + 1) - Math.max(from, c);
+      const part = Math.min(to, c + 1) - Math.max(from, c);
+      covered[c] += part;
+      if (!b.free) used[c] += part;
     }
   }
   let s = '';
-  for (let c = 0; c < width; c++) s += used[c] >= 0.5 ? '#' : used[c] > 0 ? '+' : '.';
+  for (let c = 0; c < width; c++) s += used[c] >= 0.5 ? '#' : used[c] > 0 ? '+' : covered[c] > 0 ? '.' : ' ';
   return `[${s}] ${hex(start)}..${hex(start + BigInt(span))}`;
 }
 
