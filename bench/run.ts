@@ -5,6 +5,8 @@
  */
 import { runAllocatorBenches, type BenchResult } from './allocator.js';
 import { runBufferBenches } from './buffers.js';
+import { runSubpoolBenches } from './subpool.js';
+import { runCacheBenches } from './cache.js';
 
 function print(results: BenchResult[]): void {
   const rows = results.map((r) => [r.name, `${r.value.toFixed(r.unit === 'ratio' || r.unit === '%' ? 3 : 3)} ${r.unit}`, r.target, r.target === 'reference' ? '' : r.pass ? 'PASS' : 'MISS', r.detail ?? '']);
@@ -14,15 +16,16 @@ function print(results: BenchResult[]): void {
 
 const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const all: BenchResult[] = [];
-if (only.length === 0 || only.includes('allocator')) {
-  console.log('# allocator (W1, W4, W3c)');
-  const r = await runAllocatorBenches();
-  print(r);
-  all.push(...r);
-}
-if (only.length === 0 || only.includes('buffers')) {
-  console.log('\n# DMA buffers');
-  const r = await runBufferBenches();
+const groups: [name: string, title: string, run: () => Promise<BenchResult[]>][] = [
+  ['allocator', 'allocator (W1, W4, W3c)', runAllocatorBenches],
+  ['buffers', 'DMA buffers', runBufferBenches],
+  ['subpool', 'sub-pools (W2)', runSubpoolBenches],
+  ['cache', 'cached vs uncached memory (needs reserved memory via /dev/mem)', runCacheBenches],
+];
+for (const [name, title, run] of groups) {
+  if (only.length !== 0 && !only.includes(name)) continue;
+  console.log(`${all.length ? '\n' : ''}# ${title}`);
+  const r = await run();
   print(r);
   all.push(...r);
 }

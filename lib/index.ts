@@ -10,13 +10,21 @@
  */
 export { openPool, openPoolSync, probeRealBackends } from './open.js';
 export type { OpenPoolOptions, FakePoolOptions, DevmemPoolOptions, AutoPoolOptions, BackendProbe } from './open.js';
+export type { UdmabufPoolOptions } from './open.js';
+export { listUdmabufDevices, readUdmabufDevice, packSyncCommand, UDMABUF_CLASSES } from './backends/udmabuf.js';
+export type { UdmabufDevice } from './backends/udmabuf.js';
 export type { ExplicitRange } from './backends/devmem.js';
 export { discoverRegions, readMemoryMaps, checkExplicitRange } from './discovery/index.js';
 export type { MemoryRegion, DiscoveryResult, DiscoverOptions } from './discovery/index.js';
 export { Pool, DmaBuffer } from './pool.js';
 export type { AllocOptions, AsyncAllocOptions, PoolStats, RangeStats, PoolBlock, PoolCommonOptions, LeakCheck } from './pool.js';
+export type { SyncDirection } from './pool.js';
+export { SubPool, SubPoolBlock, subPoolLayout } from './subpool.js';
+export type { SubPoolOptions, SubPoolLayout } from './subpool.js';
 export type { BackendName } from './backends/types.js';
 export { FAKE_DEFAULT_PHYS_BASE, FAKE_DEFAULT_SIZE } from './backends/fake.js';
 export { PhysmemError } from './errors.js';
 export type { PhysmemErrorFields } from './errors.js';
 export type { HugepagePoolOptions } from './open.js';
+export { lockRegion, listRegionLocks, prepareLockDir, RegionLock, DEFAULT_LOCK_DIR, LOCK_DIR_ENV, DEVMEM_LOCK_KIND, fakeLockKind, udmabufLockKind } from './locks.js';
+export type { LockRangeInput, LockedRange, LockRegionOptions, RegionHolder, RegionLockList, ListRegionLocksOptions } from './locks.js';

@@ -71,6 +71,58 @@ export interface NativeAddon {
   memfdCreateHuge(name: string, size: number, hugePageShift: number): number;
   /** mlock(2) the whole mapping (also faults it in); munmap unlocks. */
   mlock(handle: number): void;
+  /**
+   * Open (creating it, mode 0600) a lock file for {@link NativeAddon.lockRange}:
+   * O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC. The same file (inode) returns
+   * the same fd, reference counted process-wide (all worker threads), because
+   * closing any fd of a file drops every POSIX lock the process holds on it.
+   * Close only with {@link NativeAddon.lockFileClose}.
+   * @throws ELOOP (a symlink), EACCES, ENOENT (no such directory), EPERM (not a
+   *   regular file, owned by neither root nor the effective user, or writable by
+   *   group or others).
+   */
+  lockFileOpen(path: string): number;
+  /** Drop one reference from {@link NativeAddon.lockFileOpen}; the last closes the file (dropping any locks left on it). EBADF for an fd it did not return. */
+  lockFileClose(fd: number): void;
+  /**
+   * Take a POSIX write lock (fcntl F_SETLK, F_WRLCK) on bytes `[start, start + length)`
+   * of a lock file (offsets stand for memory addresses; start + length < 2^63).
+   * Never waits. A range overlapping one this process already holds (any
+   * worker thread) is refused too, since POSIX locks never conflict within a process.
+   * @returns `null` when locked, else one conflicting lock: its holder's pid
+   *   (`process.pid` for this process; -1 when not visible from here, e.g. another
+   *   PID namespace), its start and length in bytes (0n: to the end of the file).
+   * @throws EBADF (fd not from lockFileOpen), EINVAL (length 0 or past 2^63), ENOLCK.
+   */
+  lockRange(fd: number, start: bigint, length: bigint): LockConflict | null;
+  /** Release exactly a range taken by {@link NativeAddon.lockRange} (EINVAL when this process does not hold it). */
+  unlockRange(fd: number, start: bigint, length: bigint): void;
+  /**
+   * The credentials of the process at the other end of a connected Unix
+   * socket `fd` (getsockopt SO_PEERCRED), as the kernel recorded them at
+   * connect(2). @throws EBADF, ENOTSOCK, EINVAL (not a Unix socket).
+   */
+  peerCredentials(fd: number): PeerCredentials;
+}
+
+/** Who is at the other end of a Unix socket, from {@link NativeAddon.peerCredentials}. */
+export interface PeerCredentials {
+  /** Process id (in the daemon's PID namespace; 0 when not visible). */
+  pid: number;
+  /** Effective user id at connect time. */
+  uid: number;
+  /** Effective group id at connect time. */
+  gid: number;
+}
+
+/** A lock that kept {@link NativeAddon.lockRange} from locking. */
+export interface LockConflict {
+  /** Pid of the holder; `process.pid` for this process; -1 when not visible (another PID namespace). */
+  pid: number;
+  /** First byte (address) of the holder's lock. */
+  start: bigint;
+  /** Length in bytes; 0n means to the end of the file. */
+  length: bigint;
 }
 
 let injected: NativeAddon | undefined;

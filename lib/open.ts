@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import { invalidArgument } from './errors.js';
 import { openFakeBackend, type FakeBackendOptions } from './backends/fake.js';
 import { openDevmemBackend, type DevmemBackendOptions } from './backends/devmem.js';
-import { openHugepageBackend, type HugepageBackendOptions } from './backends/hugepage.js';
+import { openHugepageBackend, defaultHugePageSize, hugePageSizes, hugepageCounts, type HugepageBackendOptions } from './backends/hugepage.js';
+import { openUdmabufBackend, listUdmabufDevices, type UdmabufBackendOptions } from './backends/udmabuf.js';
 import { PhysmemError } from './errors.js';
 import type { Backend } from './backends/types.js';
 import { Pool, type PoolCommonOptions } from './pool.js';
@@ -29,10 +30,18 @@ export interface HugepagePoolOptions extends HugepageBackendOptions, PoolCommonO
   backend: 'hugepage';
 }
 
+/** Options of a pool on u-dma-buf kernel module buffers (/dev/udmabuf<N>); several devices become several ranges. */
+export interface UdmabufPoolOptions extends UdmabufBackendOptions, PoolCommonOptions {
+  /** The udmabuf backend: needs the u-dma-buf module loaded and access to its device files. */
+  backend: 'udmabuf';
+}
+
 /**
- * Options of `backend: 'auto'`: the first real backend available, otherwise
- * the fake one (with a warning naming what was looked for). The fake-backend
- * options apply when it falls back.
+ * Options of `backend: 'auto'`: the first real backend available (devmem,
+ * then udmabuf, then hugepage when running as root with free huge pages
+ * already reserved), otherwise the fake one (with a warning naming what was
+ * looked for). `size` sets how much the fake backend provides and how many
+ * huge pages the hugepage backend takes (rounded up; default one page).
  */
 export interface AutoPoolOptions extends FakeBackendOptions, PoolCommonOptions {
   /** Default. */
@@ -42,7 +51,7 @@ export interface AutoPoolOptions extends FakeBackendOptions, PoolCommonOptions {
 }
 
 /** Options of {@link openPoolSync} / {@link openPool}. */
-export type OpenPoolOptions = FakePoolOptions | DevmemPoolOptions | HugepagePoolOptions | AutoPoolOptions;
+export type OpenPoolOptions = FakePoolOptions | DevmemPoolOptions | UdmabufPoolOptions | HugepagePoolOptions | AutoPoolOptions;
 
 /** Result of probing one real backend for `'auto'`. */
 export interface BackendProbe {
@@ -55,8 +64,9 @@ export interface BackendProbe {
 /**
  * Try the real backends in `'auto'` order. Returns the first that opens, or
  * the reason each one could not be used (what was looked for and not found).
+ * @param size - bytes wanted, for the hugepage backend (default one huge page).
  */
-function tryRealBackends(): { backend?: Backend; probes: BackendProbe[] } {
+function tryRealBackends(size?: number): { backend?: Backend; probes: BackendProbe[] } {
   const probes: BackendProbe[] = [];
   if (!existsSync('/dev/mem')) {
     probes.push({ name: 'devmem', reason: 'no /dev/mem (kernel built without CONFIG_DEVMEM)' });
@@ -64,13 +74,49 @@ function tryRealBackends(): { backend?: Backend; probes: BackendProbe[] } {
     try {
       return { backend: openDevmemBackend({ regions: 'auto' }), probes };
     } catch (e) {
-      if (!(e instanceof PhysmemError)) throw e;
+      // Busy real memory is not "no real memory": falling back to fake would hide it.
+      if (!(e instanceof PhysmemError) || e.code === 'EBUSY') throw e;
       probes.push({ name: 'devmem', reason: e.message });
     }
   }
-  const udmabuf = ['/sys/class/u-dma-buf', '/sys/class/udmabuf'].some((p) => existsSync(p));
-  probes.push({ name: 'udmabuf', reason: udmabuf ? 'the u-dma-buf backend is not available in this version yet' : 'no u-dma-buf devices (/sys/class/u-dma-buf)' });
+  if (listUdmabufDevices().length === 0) {
+    probes.push({ name: 'udmabuf', reason: 'no u-dma-buf devices (/sys/class/u-dma-buf, /sys/class/udmabuf)' });
+  } else {
+    try {
+      return { backend: openUdmabufBackend(), probes };
+    } catch (e) {
+      if (!(e instanceof PhysmemError) || e.code === 'EBUSY') throw e;
+      probes.push({ name: 'udmabuf', reason: e.message });
+    }
+  }
+  const hugepage = probeHugepage(size);
+  if (typeof hugepage === 'string') {
+    probes.push({ name: 'hugepage', reason: hugepage });
+  } else {
+    try {
+      return { backend: openHugepageBackend(hugepage), probes };
+    } catch (e) {
+      if (!(e instanceof PhysmemError)) throw e;
+      probes.push({ name: 'hugepage', reason: e.message });
+    }
+  }
   return { probes };
+}
+
+// 'auto' takes huge pages only where that cannot hurt: as root (the addresses
+// need CAP_SYS_ADMIN anyway), and only pages an administrator already
+// reserved and nobody uses; it never raises nr_hugepages.
+function probeHugepage(size: number | undefined): HugepageBackendOptions | string {
+  if (process.geteuid?.() !== 0) return 'not tried: its physical addresses are visible to root only';
+  const pageSize = defaultHugePageSize() ?? 2 * 1024 * 1024;
+  if (!hugePageSizes().includes(pageSize)) return 'no huge pages on this kernel';
+  const pages = Math.max(1, Math.ceil((size ?? pageSize) / pageSize));
+  const { available } = hugepageCounts(pageSize);
+  if (available < pages) {
+    return `${pages} free huge page(s) of ${pageSize >> 20} MiB needed, ${available} free ('auto' never reserves huge pages; ` +
+      "reserve them with /proc/sys/vm/nr_hugepages, or open backend: 'hugepage')";
+  }
+  return { pages, pageSize };
 }
 
 /**
@@ -90,16 +136,18 @@ function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReas
   const kind = options.backend ?? 'auto';
   switch (kind) {
     case 'fake':
-      return { backend: openFakeBackend(options) };
+      return { backend: openFakeBackend(options as FakePoolOptions) };
     case 'devmem':
-      return { backend: openDevmemBackend(options) };
+      return { backend: openDevmemBackend(options as DevmemPoolOptions) };
+    case 'udmabuf':
+      return { backend: openUdmabufBackend(options as UdmabufPoolOptions) };
     case 'hugepage':
-      return { backend: openHugepageBackend(options) };
+      return { backend: openHugepageBackend(options as HugepagePoolOptions) };
     case 'auto': {
-      const { backend: real, probes } = tryRealBackends();
+      const { backend: real, probes } = tryRealBackends((options as AutoPoolOptions).size);
       if (real) return { backend: real };
       const reason = 'no real DMA memory found: ' + probes.map((p) => `${p.name}: ${p.reason}`).join('; ');
-      const backend = openFakeBackend(options);
+      const backend = openFakeBackend(options as AutoPoolOptions);
       if (!(options as AutoPoolOptions).quiet) {
         process.emitWarning(`physmem: using the fake backend (memory no device can reach). ${reason}. ` +
           'Reserve memory with mem= or memmap= on the kernel command line (see `physmem regions`).', {
@@ -110,7 +158,7 @@ function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReas
       return { backend, fallbackReason: reason };
     }
     default:
-      throw invalidArgument(`unknown backend '${String(kind)}'`, "use 'auto', 'devmem', 'hugepage' or 'fake'");
+      throw invalidArgument(`unknown backend '${String(kind)}'`, "use 'auto', 'devmem', 'udmabuf', 'hugepage' or 'fake'");
   }
 }
 

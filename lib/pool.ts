@@ -6,8 +6,9 @@
  */
 import { PhysmemError, invalidArgument } from './errors.js';
 import { RangeAllocator } from './allocator/index.js';
-import type { Backend, BackendName } from './backends/types.js';
+import type { Backend, BackendName, SyncDirectionCode } from './backends/types.js';
 import { toAddressNumber } from './backends/fake.js';
+import { createSubPool, type SubPool, type SubPoolOptions } from './subpool.js';
 
 /** Options of {@link Pool.alloc}. Addresses accept bigints or numbers. */
 export interface AllocOptions {
@@ -100,6 +101,16 @@ export interface PoolCommonOptions {
 /** @internal Key of the device-access hook used by physmem/testing. */
 export const kDeviceAccess: unique symbol = Symbol('physmem.deviceAccess');
 
+/** @internal Key of the cache-maintenance hook DmaBuffer calls. */
+const kSync: unique symbol = Symbol('physmem.sync');
+
+/**
+ * Which way the data of a sync goes, as Linux's enum dma_data_direction:
+ * `'toDevice'` (the CPU wrote, the device reads), `'fromDevice'` (the device
+ * wrote, the CPU reads), or `'bidirectional'` (either; always correct).
+ */
+export type SyncDirection = 'bidirectional' | 'toDevice' | 'fromDevice';
+
 function closedError(what: string): PhysmemError {
   return new PhysmemError('EBADF', `${what} on a closed pool`, { hint: 'open a new pool with openPoolSync()/openPool()' });
 }
@@ -162,6 +173,33 @@ export class DmaBuffer {
   /** Same as {@link DmaBuffer.free}, but a no-op once freed. */
   [Symbol.dispose](): void {
     if (this.bytes.byteLength !== 0) this.#pool.free(this.#addr);
+  }
+
+  /**
+   * Make the CPU's writes to `[offset, offset + length)` visible to the device:
+   * call after filling the buffer and before the device reads it (or before
+   * handing it to a device that will write it). Like dma_sync_single_for_device,
+   * PYNQ's flush. A no-op on coherent pools (`pool.coherent`: x86, fake); on
+   * u-dma-buf devices with dma_coherent 0 it writes sync_for_device.
+   * @param offset - bytes from the start of the buffer. Default 0.
+   * @param length - bytes. Default: to the end of the buffer.
+   * @param direction - default `'bidirectional'`.
+   * @throws {PhysmemError} EINVAL for a range outside the buffer, a bad direction or a freed buffer;
+   *   EBADF after the pool closed; ENOTSUP when the pool is not coherent and its backend cannot sync.
+   */
+  syncForDevice(offset = 0, length = this.size - offset, direction: SyncDirection = 'bidirectional'): void {
+    this.#pool[kSync](this.#addr, this.size, this.bytes.byteLength === 0, offset, length, direction, true);
+  }
+
+  /**
+   * Make the device's writes to `[offset, offset + length)` visible to the CPU:
+   * call after the device wrote the buffer and before reading it. Like
+   * dma_sync_single_for_cpu, PYNQ's invalidate. A no-op on coherent pools; on
+   * u-dma-buf devices with dma_coherent 0 it writes sync_for_cpu.
+   * @throws {PhysmemError} as {@link DmaBuffer.syncForDevice}.
+   */
+  syncForCpu(offset = 0, length = this.size - offset, direction: SyncDirection = 'bidirectional'): void {
+    this.#pool[kSync](this.#addr, this.size, this.bytes.byteLength === 0, offset, length, direction, false);
   }
 }
 
@@ -357,6 +395,37 @@ export class Pool {
     const view = start < 0 ? undefined : this.#live.get(start);
     // The size asked for (the allocator keeps it rounded up to 8): the buffer's own length.
     return view === undefined ? undefined : { phys: BigInt(start), size: this.#backend.buffer(view).byteLength };
+  }
+
+  /**
+   * Carve one block of this pool into `count` equal blocks of `blockSize`
+   * bytes, each aligned to `align` and none crossing `boundary`, with O(1)
+   * alloc and free. See {@link SubPool}.
+   * @throws {PhysmemError} EINVAL for bad options; ENOMEM when the pool has no room for the blocks; EBADF after close.
+   */
+  createSubPool(options: SubPoolOptions): SubPool {
+    if (this.#closed) throw closedError('createSubPool');
+    return createSubPool(this, options);
+  }
+
+  /** @internal Cache maintenance for DmaBuffer.syncForDevice / syncForCpu: checks, then the backend's sync when needed. */
+  [kSync](addr: number, size: number, freed: boolean, offset: number, length: number, direction: SyncDirection, forDevice: boolean): void {
+    const what = forDevice ? 'syncForDevice' : 'syncForCpu';
+    if (this.#closed) throw closedError(what);
+    if (freed) throw new PhysmemError('EINVAL', `${what} on a freed DmaBuffer at ${hex(addr)}`, { hint: 'sync buffers before freeing them' });
+    // Checked on coherent pools too, so a driver tested on x86 does not fail on a board that needs syncs.
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+      throw invalidArgument(`${what} range offset ${String(offset)} length ${String(length)} is outside the buffer of ${size} bytes`);
+    }
+    const code: SyncDirectionCode | -1 = direction === 'bidirectional' ? 0 : direction === 'toDevice' ? 1 : direction === 'fromDevice' ? 2 : -1;
+    if (code === -1) throw invalidArgument(`direction must be 'bidirectional', 'toDevice' or 'fromDevice', got ${String(direction)}`);
+    if (this.coherent || length === 0) return;
+    if (this.#backend.sync === undefined) {
+      throw new PhysmemError('ENOTSUP', `the ${this.backend} backend here is not cache-coherent with devices and cannot sync caches from userspace`, {
+        hint: "use memory a device sees coherently: the udmabuf backend (it syncs through the driver), or cache: 'uncached' where the backend offers it",
+      });
+    }
+    this.#backend.sync(addr + offset, length, forDevice, code);
   }
 
   /**

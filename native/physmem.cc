@@ -17,12 +17,15 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -419,6 +422,210 @@ Napi::Value Mlock(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---- region locks (lib/locks.ts) -------------------------------------------
+
+// POSIX record locks (fcntl F_SETLK, F_WRLCK) on a lock file, with file
+// offsets standing for memory addresses: the kernel finds overlaps, names the
+// holder's pid (F_GETLK; OFD locks would not), and drops the locks when the
+// process dies, even by SIGKILL. Two traps of POSIX locks are process-wide,
+// while JS state is per worker thread, so they are handled here:
+//  - closing ANY fd of a file drops all the process's locks on it: the
+//    process keeps exactly one fd per lock file (found by inode), counted;
+//  - a process never conflicts with itself: the ranges it holds are kept here
+//    and checked before asking the kernel.
+struct LockFile {
+  dev_t dev;
+  ino_t ino;
+  int fd;
+  size_t refs;
+  std::vector<int> spare;  // fds of the same inode opened in a race; closed with fd
+  std::vector<std::pair<uint64_t, uint64_t>> held;  // [start, end) this process holds
+};
+
+// Never destroyed: worker threads may still use them while the process exits.
+std::mutex& LockMutex() {
+  static std::mutex* m = new std::mutex();
+  return *m;
+}
+std::vector<LockFile*>& LockFiles() {
+  static std::vector<LockFile*>* v = new std::vector<LockFile*>();
+  return *v;
+}
+
+[[noreturn]] void ThrowCode(Napi::Env env, int err, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, std::string(ErrnoCode(err)) + ": " + message);
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("code", Napi::String::New(env, ErrnoCode(err)));
+  throw e;
+}
+
+LockFile* LockFileByFd(const Napi::CallbackInfo& info, int fd) {
+  for (LockFile* f : LockFiles()) {
+    if (f->fd == fd) return f;
+  }
+  ThrowCode(info.Env(), EBADF, "not a lock file opened by lockFileOpen");
+}
+
+// [start, start + length) as a checked off_t range.
+void ArgLockRange(const Napi::CallbackInfo& info, size_t i, uint64_t* start, uint64_t* length) {
+  *start = ArgBigUint(info, i, "start");
+  *length = ArgBigUint(info, i + 1, "length");
+  if (*length == 0) ThrowInvalid(info.Env(), "length must be > 0");
+  if (*start > static_cast<uint64_t>(INT64_MAX) || *length > static_cast<uint64_t>(INT64_MAX) - *start) {
+    ThrowInvalid(info.Env(), "start + length must be below 2^63");
+  }
+}
+
+// lockFileOpen(path) -> fd: O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC, mode 0600
+// (a reader could take F_RDLCK and block everyone). The same file (inode)
+// yields the same fd, counted. Refused with EPERM unless it is a regular file
+// owned by root or us and writable by no one else.
+Napi::Value LockFileOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  std::lock_guard<std::mutex> guard(LockMutex());
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) {
+    for (LockFile* f : LockFiles()) {
+      if (f->dev == st.st_dev && f->ino == st.st_ino) {
+        f->refs++;
+        return Napi::Number::New(env, f->fd);
+      }
+    }
+  }
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) ThrowErrno(env, errno, "open");
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "fstat");
+  }
+  for (LockFile* f : LockFiles()) {
+    if (f->dev == st.st_dev && f->ino == st.st_ino) {
+      // Created or renamed in between: closing fd would drop our locks on it.
+      f->spare.push_back(fd);
+      f->refs++;
+      return Napi::Number::New(env, f->fd);
+    }
+  }
+  // No lock of ours is on this inode, so closing fd here is safe.
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    ThrowCode(env, EPERM, "lock file is not a regular file");
+  }
+  if (st.st_uid != 0 && st.st_uid != geteuid()) {
+    close(fd);
+    ThrowCode(env, EPERM, "lock file is owned by uid " + std::to_string(st.st_uid) + ", neither root nor this user");
+  }
+  if ((st.st_mode & 022) != 0) {
+    close(fd);
+    ThrowCode(env, EPERM, "lock file is writable by group or others");
+  }
+  LockFiles().push_back(new LockFile{st.st_dev, st.st_ino, fd, 1, {}, {}});
+  return Napi::Number::New(env, fd);
+}
+
+// lockFileClose(fd): drop one reference; the last one closes the file, which
+// also drops whatever locks this process still holds on it.
+Napi::Value LockFileClose(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  std::lock_guard<std::mutex> guard(LockMutex());
+  LockFile* f = LockFileByFd(info, fd);
+  if (--f->refs != 0) return info.Env().Undefined();
+  std::vector<LockFile*>& all = LockFiles();
+  all.erase(std::find(all.begin(), all.end(), f));
+  for (int s : f->spare) close(s);
+  close(f->fd);
+  delete f;
+  return info.Env().Undefined();
+}
+
+Napi::Object Conflict(Napi::Env env, int64_t pid, uint64_t start, uint64_t length) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", Napi::Number::New(env, static_cast<double>(pid)));
+  o.Set("start", Napi::BigInt::New(env, start));
+  o.Set("length", Napi::BigInt::New(env, length));
+  return o;
+}
+
+// lockRange(fd, start: bigint, length: bigint) -> null when locked, else a
+// conflicting lock { pid, start, length } (pid -1: not visible from here,
+// e.g. another PID namespace; length 0: to the end of the file). A range this
+// process already holds conflicts too, with our own pid.
+Napi::Value LockRange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  uint64_t start, length;
+  ArgLockRange(info, 1, &start, &length);
+  std::lock_guard<std::mutex> guard(LockMutex());
+  LockFile* f = LockFileByFd(info, fd);
+  for (const auto& h : f->held) {
+    if (h.first < start + length && start < h.second) return Conflict(env, getpid(), h.first, h.second - h.first);
+  }
+  // Retry when the holder goes away between F_SETLK and F_GETLK.
+  for (int attempt = 0; attempt < 16; attempt++) {
+    struct flock fl = {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = static_cast<off_t>(start);
+    fl.l_len = static_cast<off_t>(length);
+    if (fcntl(fd, F_SETLK, &fl) == 0) {
+      f->held.emplace_back(start, start + length);
+      return env.Null();
+    }
+    if (errno != EAGAIN && errno != EACCES) ThrowErrno(env, errno, "fcntl");
+    struct flock q = {};
+    q.l_type = F_WRLCK;
+    q.l_whence = SEEK_SET;
+    q.l_start = static_cast<off_t>(start);
+    q.l_len = static_cast<off_t>(length);
+    if (fcntl(fd, F_GETLK, &q) != 0) ThrowErrno(env, errno, "fcntl");
+    if (q.l_type != F_UNLCK) {
+      return Conflict(env, q.l_pid > 0 ? q.l_pid : -1, static_cast<uint64_t>(q.l_start), static_cast<uint64_t>(q.l_len));
+    }
+  }
+  ThrowErrno(env, EAGAIN, "fcntl");
+}
+
+// unlockRange(fd, start: bigint, length: bigint): release a range taken by
+// lockRange (exactly that range; EINVAL otherwise).
+Napi::Value UnlockRange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  uint64_t start, length;
+  ArgLockRange(info, 1, &start, &length);
+  std::lock_guard<std::mutex> guard(LockMutex());
+  LockFile* f = LockFileByFd(info, fd);
+  auto it = std::find(f->held.begin(), f->held.end(), std::make_pair(start, start + length));
+  if (it == f->held.end()) ThrowInvalid(env, "this range is not locked by this process");
+  f->held.erase(it);
+  struct flock fl = {};
+  fl.l_type = F_UNLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(start);
+  fl.l_len = static_cast<off_t>(length);
+  if (fcntl(fd, F_SETLK, &fl) != 0) ThrowErrno(env, errno, "fcntl");
+  return env.Undefined();
+}
+
+// ---- peer credentials (lib/service) ---------------------------------------
+
+// peerCredentials(fd) -> { pid, uid, gid } of the process at the other end of
+// a connected Unix socket (getsockopt SO_PEERCRED): the kernel's word, set at
+// connect(2), so a client cannot claim to be someone else.
+Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  struct ucred cred = {};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) ThrowErrno(env, errno, "getsockopt");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", Napi::Number::New(env, static_cast<double>(cred.pid)));
+  o.Set("uid", Napi::Number::New(env, static_cast<double>(cred.uid)));
+  o.Set("gid", Napi::Number::New(env, static_cast<double>(cred.gid)));
+  return o;
+}
+
 void Cleanup(napi_env /*env*/, void* data, void* /*hint*/) {
   Instance* inst = static_cast<Instance*>(data);
   for (Mapping* m : inst->mappings) {
@@ -454,6 +661,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));
   exports.Set("memfdCreateHuge", Napi::Function::New(env, MemfdCreateHuge, "memfdCreateHuge"));
   exports.Set("mlock", Napi::Function::New(env, Mlock, "mlock"));
+  exports.Set("lockFileOpen", Napi::Function::New(env, LockFileOpen, "lockFileOpen"));
+  exports.Set("lockFileClose", Napi::Function::New(env, LockFileClose, "lockFileClose"));
+  exports.Set("lockRange", Napi::Function::New(env, LockRange, "lockRange"));
+  exports.Set("unlockRange", Napi::Function::New(env, UnlockRange, "unlockRange"));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   return exports;
 }
 

@@ -8,7 +8,9 @@
  * a block is allocated (and zeroed, unless `zero: false`).
  * @module
  */
+import { fstatSync } from 'node:fs';
 import { PhysmemError, invalidArgument } from '../errors.js';
+import { DEVMEM_LOCK_KIND, lockRegion, type RegionLock } from '../locks.js';
 import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native } from '../native.js';
 import { checkExplicitRange, discoverRegions, readMemoryMaps } from '../discovery/index.js';
@@ -39,6 +41,12 @@ export interface DevmemBackendOptions {
   devicePath?: string;
   /** Prefix for /sys and /proc when discovering (tests). Default ''. */
   discoveryRoot?: string;
+  /**
+   * Directory of the lock files that keep two programs from handing out the
+   * same memory (lib/locks.ts): the ranges in use are locked there while open.
+   * Default: `$PHYSMEM_LOCK_DIR`, else /run/physmem.
+   */
+  lockDir?: string;
 }
 
 /** Regions are mapped in windows of this many bytes, on first use. */
@@ -100,9 +108,27 @@ function resolveRanges(o: DevmemBackendOptions, page: number): { ranges: Backend
 }
 
 /**
- * Open the devmem backend.
+ * The lock kind of the memory behind the device `fd`: `devmem` for /dev/mem
+ * (char 1:1, physical addresses, whatever its path), `chr-<major>-<minor>`
+ * for another memory device; undefined for a regular file (a stand-in for
+ * /dev/mem in tests, which no device can reach and no other program shares).
+ */
+function deviceLockKind(fd: number): string | undefined {
+  const st = fstatSync(fd, { bigint: true });
+  if (!st.isCharacterDevice() && !st.isBlockDevice()) return undefined;
+  // glibc's dev_t encoding, as Node reports it.
+  const major = ((st.rdev >> 8n) & 0xfffn) | ((st.rdev >> 32n) & ~0xfffn);
+  const minor = (st.rdev & 0xffn) | ((st.rdev >> 12n) & ~0xffn);
+  if (st.isCharacterDevice() && major === 1n && minor === 1n) return DEVMEM_LOCK_KIND;
+  return `${st.isCharacterDevice() ? 'chr' : 'blk'}-${major}-${minor}`;
+}
+
+/**
+ * Open the devmem backend. The ranges it uses are locked (lib/locks.ts) until close.
  * @throws {PhysmemError} ENOENT (no /dev/mem), EACCES (not root), EPERM (a range is System RAM or claimed, or
- *   mmap refused by CONFIG_STRICT_DEVMEM), ENOMEM (no reserved memory, or less than `size`), EINVAL (bad options).
+ *   mmap refused by CONFIG_STRICT_DEVMEM), ENOMEM (no reserved memory, or less than `size`), EINVAL (bad options),
+ *   EBUSY (another program or pool holds an overlapping range: the message names it), and the lock
+ *   directory errors of lockRegion.
  */
 export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
   const page = native().pageSize();
@@ -133,6 +159,15 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
   // entries up front (about 0.1 s per GiB), and nothing may be touched anyway.
   // The first window is mapped at once so a kernel refusal shows at open.
   const fd = openFile(devicePath, true, cache === 'uncached', openHint);
+  // Locked before anything is mapped, so a second program fails fast.
+  let lock: RegionLock | undefined;
+  try {
+    const kind = deviceLockKind(fd);
+    if (kind !== undefined) lock = lockRegion(kind, ranges, { dir: o.lockDir });
+  } catch (e) {
+    closeFile(fd);
+    throw e;
+  }
   const mappings: Mapping[] = [];
   const mapped: Uint8Array[] = [];
   const mapWindow = (i: number, w: number): void => {
@@ -157,6 +192,7 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
   } catch (e) {
     mappings.forEach((m) => m.close());
     closeFile(fd);
+    lock?.release();
     throw e;
   }
   const ensureMapped = (i: number, off: number, len: number): void => {
@@ -173,7 +209,8 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
     name: 'devmem',
     ranges,
     busOffset,
-    coherent: true, // x86: DMA snoops the caches
+    // x86 DMA snoops the caches; elsewhere only an uncached mapping needs no cache maintenance.
+    coherent: cache === 'uncached' || process.arch === 'x64' || process.arch === 'ia32',
     // View ids encode the mapping: slot * n + region index.
     view: (phys, len) => {
       const i = find(phys);
@@ -185,10 +222,12 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
     release: (id) => mappings[id % mappings.length].release(Math.floor(id / mappings.length)),
     describe: () =>
       `devmem backend: ${total} bytes of reserved RAM (${source}) in ${ranges.length} region(s) via ${devicePath}, ${cache}`,
+    lock,
     close: () => {
       if (mappings[0]?.closed) return;
       mappings.forEach((m) => m.close());
       closeFile(fd);
+      lock?.release(); // after unmapping: the memory is no longer ours to hand out
     },
   };
 }

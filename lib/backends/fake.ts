@@ -7,6 +7,7 @@
 import { invalidArgument } from '../errors.js';
 import { Mapping, closeFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
+import { fakeLockKind, lockRegion, type RegionLock } from '../locks.js';
 import type { Backend, BackendRange } from './types.js';
 
 /** Options of the fake backend. */
@@ -17,6 +18,16 @@ export interface FakeBackendOptions {
   physBase?: bigint | number;
   /** bus = phys + busOffset. Default 0. */
   busOffset?: bigint | number;
+  /**
+   * Lock this pool's synthetic range `[physBase, physBase + size)` under the
+   * kind `fake-<lockKey>` while open, as the real backends lock theirs, so
+   * tests can exercise exclusive regions (lib/locks.ts): another pool or
+   * program asking for an overlapping range with the same key gets EBUSY.
+   * Letters, digits, '.', '_', '-'. Default: no lock (fake memory is private to the process).
+   */
+  lockKey?: string;
+  /** Lock directory, with `lockKey`. Default: `$PHYSMEM_LOCK_DIR`, else /run/physmem. */
+  lockDir?: string;
 }
 
 /** Default size of a fake pool: 64 MiB. */
@@ -34,7 +45,11 @@ export function toAddressNumber(value: bigint | number, name: string): number {
   return n;
 }
 
-/** Open a fake backend. @throws {PhysmemError} EINVAL for bad options, ENOMEM when the memfd cannot be created. */
+/**
+ * Open a fake backend.
+ * @throws {PhysmemError} EINVAL for bad options, ENOMEM when the memfd cannot be created; with `lockKey`,
+ *   EBUSY when the range is locked elsewhere and the lock directory errors of lockRegion (lib/locks.ts).
+ */
 export function openFakeBackend(options: FakeBackendOptions = {}): Backend {
   const n = native();
   const page = n.pageSize();
@@ -47,17 +62,25 @@ export function openFakeBackend(options: FakeBackendOptions = {}): Backend {
   if (physBase % page !== 0) throw invalidArgument(`physBase must be a multiple of the page size (${page}), got 0x${physBase.toString(16)}`);
   if (physBase + rounded > Number.MAX_SAFE_INTEGER) throw invalidArgument('physBase + size must stay below 2^53');
   const busOffset = BigInt(options.busOffset ?? 0);
-  let fd: number;
-  try {
-    fd = n.memfdCreate('physmem-fake', rounded);
-  } catch (e) {
-    throw toPhysmemError(e, undefined, `could not create ${rounded} bytes of fake DMA memory; try a smaller size`);
-  }
+  // Locked before any memory exists, so a second pool fails fast; released on failure.
+  const lock: RegionLock | undefined =
+    options.lockKey === undefined ? undefined : lockRegion(fakeLockKind(options.lockKey), [{ start: physBase, size: rounded }], { dir: options.lockDir });
   let mapping: Mapping;
   try {
-    mapping = Mapping.map(fd, 0n, rounded, true, 'memfd:physmem-fake');
-  } finally {
-    closeFile(fd); // the mapping keeps the memory alive
+    let fd: number;
+    try {
+      fd = n.memfdCreate('physmem-fake', rounded);
+    } catch (e) {
+      throw toPhysmemError(e, undefined, `could not create ${rounded} bytes of fake DMA memory; try a smaller size`);
+    }
+    try {
+      mapping = Mapping.map(fd, 0n, rounded, true, 'memfd:physmem-fake');
+    } finally {
+      closeFile(fd); // the mapping keeps the memory alive
+    }
+  } catch (e) {
+    lock?.release();
+    throw e;
   }
   const ranges: BackendRange[] = [{ start: physBase, size: rounded }];
   return {
@@ -69,7 +92,11 @@ export function openFakeBackend(options: FakeBackendOptions = {}): Backend {
     buffer: (id) => mapping.buffer(id)!,
     release: (id) => mapping.release(id),
     describe: () => `fake backend: ${rounded} bytes of memfd memory at synthetic physical 0x${physBase.toString(16)} (no device can reach it)`,
-    close: () => mapping.close(),
+    lock,
+    close: () => {
+      mapping.close();
+      lock?.release(); // after unmapping: the memory is no longer ours to hand out
+    },
   };
 }
 

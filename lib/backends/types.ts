@@ -3,6 +3,7 @@
  * the bus offset, coherency, and close. Backends know nothing of the pool.
  * @module
  */
+import type { RegionLock } from '../locks.js';
 
 /** One physically contiguous range a backend provides (addresses as numbers: exact below 2^53). */
 export interface BackendRange {
@@ -11,6 +12,9 @@ export interface BackendRange {
   /** Length in bytes. */
   readonly size: number;
 }
+
+/** Linux's enum dma_data_direction: 0 bidirectional, 1 to the device, 2 from the device. */
+export type SyncDirectionCode = 0 | 1 | 2;
 
 /** The names of the backends physmem knows. */
 export type BackendName = 'fake' | 'devmem' | 'udmabuf' | 'hugepage';
@@ -34,8 +38,22 @@ export interface Backend {
   buffer(id: number): ArrayBuffer;
   /** Detach the ArrayBuffer of view `id`. */
   release(id: number): void;
+  /**
+   * Cache maintenance for `[phys, phys + size)` (inside one range), as Linux's
+   * dma_sync_single_for_device (`forDevice`) or _for_cpu. Only called when the
+   * pool is not {@link Backend.coherent}; absent when the backend has no way to
+   * do it from userspace (the pool then throws ENOTSUP).
+   */
+  sync?(phys: number, size: number, forDevice: boolean, direction: SyncDirectionCode): void;
   /** One line for messages: what memory this is. */
   describe(): string;
-  /** Detach every view and unmap. Idempotent. */
+  /**
+   * The exclusive lock held on this memory while open (lib/locks.ts), so no
+   * other program or pool hands it out too; released by close. Undefined when
+   * the memory is private to this process (hugepage, fake without `lockKey`,
+   * a regular file standing in for /dev/mem).
+   */
+  readonly lock?: RegionLock;
+  /** Detach every view and unmap, then release the lock. Idempotent. */
   close(): void;
 }

@@ -5,6 +5,7 @@
  * @module
  */
 import { adviseReservation, findReservedRegions, readMemoryMaps, type ReservationAdvice } from '../discovery/index.js';
+import { listRegionLocks, type RegionHolder } from '../locks.js';
 import { formatSize, hex, table } from './format.js';
 
 /** Options of `physmem regions`. */
@@ -17,6 +18,14 @@ export interface RegionsOptions {
   reserve?: number;
   /** Page size in bytes. Default 4096. */
   pageSize?: number;
+  /** Lock directory whose locks show which regions are in use. Default: `$PHYSMEM_LOCK_DIR`, else /run/physmem. */
+  lockDir?: string;
+}
+
+function holderRow(h: RegionHolder): string[] {
+  const end = h.size === undefined ? 'end' : hex(h.start + h.size - 1n);
+  const who = h.pid === undefined ? 'not visible here (another PID namespace?)' : h.self ? '(this command)' : (h.command ?? '(command line not readable)');
+  return [h.kind, hex(h.start), end, h.size === undefined ? '-' : size(h.size), h.pid === undefined ? '?' : String(h.pid), who];
 }
 
 const size = (n: bigint) => formatSize(Number(n));
@@ -80,10 +89,12 @@ function howToReserve(a: ReservationAdvice): string[] {
  * Discover reserved memory and describe it: a table of regions (start, end,
  * size, kind, source), or, when none is found, why, and the mem= /
  * memmap= options that would reserve `reserve` bytes on this machine
- * (computed from the firmware map) and how to set them.
+ * (computed from the firmware map) and how to set them. Then which memory
+ * is in use and by whom (pid, command line), from the locks in the lock
+ * directory (lib/locks.ts; the live system's, whatever `root` says).
  *
- * @param opts - root (default `''`), reserve (default 64 MiB), pageSize (default 4096).
- * @returns `json` (bigints: the caller prints them as hex with toJson),
+ * @param opts - root (default `''`), reserve (default 64 MiB), pageSize (default 4096), lockDir.
+ * @returns `json` (bigints: the caller prints them as hex with toJson; `inUse` lists the locks),
  *   `text`, and `found` (true when at least one region was found).
  * @throws {PhysmemError} EINVAL for a bad pageSize or reserve.
  */
@@ -99,11 +110,21 @@ export function runRegions(opts: RegionsOptions = {}): { json: unknown; text: st
   // Hidden iomem: what is reserved is unknown, so advising a reservation could mislead.
   const advice = isFound || maps.firmwareMissing || found.iomemHidden ? undefined : adviseReservation(maps.firmware, maps.iomem, BigInt(opts.reserve ?? 64 * 1024 * 1024));
 
+  const locks = listRegionLocks({ dir: opts.lockDir });
+  problems.push(...locks.problems);
+  const inUse: string[] = [];
+  if (locks.holders.length) {
+    inUse.push('', `In use (locks in ${locks.dir}):`, '', table(['memory', 'start', 'end', 'size', 'pid', 'command'], locks.holders.map(holderRow)));
+  } else if (isFound) {
+    inUse.push('', `In use: none (no program holds a lock in ${locks.dir}).`);
+  }
+
   const lines: string[] = [];
   if (isFound) {
     const sum = regions.reduce((s, r) => s + r.size, 0n);
     lines.push(`Reserved memory: ${regions.length} region${regions.length === 1 ? '' : 's'}, ${size(sum)} in all.`, '');
     lines.push(table(['start', 'end', 'size', 'kind', 'source'], regions.map((r) => [hex(r.start), hex(r.end), size(r.size), r.kind, r.source])));
+    lines.push(...inUse);
     if (problems.length) lines.push('', 'Notes:', ...problems.map((p) => `  - ${p}`));
   } else {
     lines.push(found.iomemHidden ? 'Cannot tell which memory is reserved: /proc/iomem is hidden.' : 'No reserved memory found.');
@@ -113,6 +134,7 @@ export function runRegions(opts: RegionsOptions = {}): { json: unknown; text: st
       lines.push('', `The kernel command line has ${asked.map((o) => o.text).join(' ')}: run \`physmem regions\` as root to see what it reserved.`);
     }
     if (advice) lines.push('', ...howToReserve(advice));
+    lines.push(...inUse);
   }
   return {
     json: {
@@ -123,6 +145,16 @@ export function runRegions(opts: RegionsOptions = {}): { json: unknown; text: st
       firmwareRam: found.firmwareRam,
       cmdline: found.cmdline.raw,
       advice: advice ?? null,
+      lockDir: locks.dir,
+      inUse: locks.holders.map((h) => ({
+        memory: h.kind,
+        start: h.start,
+        end: h.size === undefined ? null : h.start + h.size - 1n,
+        size: h.size ?? null,
+        pid: h.pid ?? null,
+        command: h.command ?? null,
+        lockFile: h.lockFile,
+      })),
     },
     text: lines.join('\n'),
     found: isFound,

@@ -53,6 +53,8 @@ mount -t devpts devpts /host/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
 mount -t hugetlbfs hugetlbfs /host/dev/hugepages
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp || fail "mount /host/tmp"
+# /run is a tmpfs on real systems; physmem keeps its region locks in /run/physmem.
+mount -t tmpfs -o mode=0755 tmpfs /host/run || fail "mount /host/run"
 mkdir -p /host/tmp/physmem-vm-results
 mount --bind /results /host/tmp/physmem-vm-results || fail "bind results"
 echo "PHYSMEM-VM: mounted"
