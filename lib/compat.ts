@@ -12,8 +12,8 @@
  *
  * In linked mode no call can sleep, so `GFP_KERNEL` fails at once like
  * `GFP_ATOMIC` when nothing fits. Standalone mode (a daemon shared by several
- * programs) will add `allocateDmaAsync` / `freeDmaAsync`, where `GFP_KERNEL`
- * waits for memory to be freed.
+ * programs, `physmem serve`) adds `allocateDmaAsync` / `freeDmaAsync`, where
+ * `GFP_KERNEL` waits for memory to be freed; they need no init or cleanup.
  * @module
  */
 import { PhysmemError } from './errors.js';
@@ -105,4 +105,91 @@ export function dmaBuffer(address: bigint | number): DmaBuffer | undefined {
 /** The pool behind the compat API, or undefined before allocatorInit. */
 export function compatPool(): Pool | undefined {
   return pool;
+}
+
+// ---- standalone mode: a daemon shared by several programs -----------------
+
+import { ServicePool, type ServiceBuffer } from './service/client.js';
+
+/** Socket used by the standalone calls when {@link connectService} was not called: `$PHYSMEM_SOCKET`, else this. */
+export const DEFAULT_SERVICE_SOCKET = '/run/physmem/physmem.sock';
+
+let service: Promise<ServicePool> | undefined;
+const serviceBuffers = new Map<bigint, ServiceBuffer>();
+
+/**
+ * Choose the daemon the standalone calls use (optional: by default they
+ * connect on first use to `$PHYSMEM_SOCKET`, else {@link DEFAULT_SERVICE_SOCKET}).
+ * @throws {PhysmemError} (rejected) when no daemon answers there.
+ */
+export async function connectService(socketPath?: string): Promise<void> {
+  await disconnectService();
+  const p = ServicePool.connect(socketPath ?? process.env.PHYSMEM_SOCKET ?? DEFAULT_SERVICE_SOCKET, { unrefWhenIdle: true });
+  service = p;
+  p.catch(() => {
+    if (service === p) service = undefined; // let the next call try again
+  });
+  await p;
+}
+
+/** Free this program's blocks and disconnect from the daemon (optional: exiting does it too, after the daemon's quarantine). */
+export async function disconnectService(): Promise<void> {
+  const s = service;
+  service = undefined;
+  serviceBuffers.clear();
+  if (s) await (await s.catch(() => undefined))?.close();
+}
+
+async function servicePool(): Promise<ServicePool> {
+  if (service === undefined) await connectService();
+  return service!;
+}
+
+/**
+ * Standalone mode's `allocator_allocate_dma`: `bytes` of page-aligned memory
+ * from the daemon. `GFP_KERNEL` waits (first come, first served) until memory
+ * is freed; `GFP_ATOMIC` fails at once when nothing fits.
+ * @returns the physical address, or `0n` on any failure (no daemon, bad arguments, no memory).
+ */
+export async function allocateDmaAsync(bytes: number, priority: number): Promise<bigint> {
+  if (priority !== GFP_KERNEL && priority !== GFP_ATOMIC) return 0n;
+  if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes <= 0) return 0n;
+  try {
+    const buf = await (await servicePool()).allocAsync(bytes, { align: COMPAT_ALIGN, wait: priority === GFP_KERNEL });
+    serviceBuffers.set(buf.phys, buf);
+    return buf.phys;
+  } catch {
+    return 0n;
+  }
+}
+
+/**
+ * Standalone mode's `allocator_free_dma`.
+ * @returns `0`, or `-EINVAL` (-22) for an address this program did not get from allocateDmaAsync (or already freed).
+ */
+export async function freeDmaAsync(address: bigint | number): Promise<0 | -22> {
+  let key: bigint;
+  try {
+    key = BigInt(address);
+  } catch {
+    return -EINVAL as -22;
+  }
+  const buf = serviceBuffers.get(key);
+  if (buf === undefined) return -EINVAL as -22;
+  serviceBuffers.delete(key);
+  try {
+    await buf.free();
+    return 0;
+  } catch {
+    return -EINVAL as -22;
+  }
+}
+
+/** The mapped block behind an address from allocateDmaAsync (its `bytes`), or undefined. */
+export function serviceDmaBuffer(address: bigint | number): ServiceBuffer | undefined {
+  try {
+    return serviceBuffers.get(BigInt(address));
+  } catch {
+    return undefined;
+  }
 }

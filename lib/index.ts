@@ -28,3 +28,7 @@ export type { PhysmemErrorFields } from './errors.js';
 export type { HugepagePoolOptions } from './open.js';
 export { lockRegion, listRegionLocks, prepareLockDir, RegionLock, DEFAULT_LOCK_DIR, LOCK_DIR_ENV, DEVMEM_LOCK_KIND, fakeLockKind, udmabufLockKind } from './locks.js';
 export type { LockRangeInput, LockedRange, LockRegionOptions, RegionHolder, RegionLockList, ListRegionLocksOptions } from './locks.js';
+export { ServicePool, ServiceBuffer } from './service/client.js';
+export type { ServicePoolOptions, ServiceAllocOptions, ServiceStats } from './service/client.js';
+export { startServer, ServiceServer } from './service/server.js';
+export type { ServeOptions, ServiceBlock } from './service/server.js';

@@ -11,6 +11,7 @@ import { openUdmabufBackend, listUdmabufDevices, type UdmabufBackendOptions } fr
 import { PhysmemError } from './errors.js';
 import type { Backend } from './backends/types.js';
 import { Pool, type PoolCommonOptions } from './pool.js';
+import { openServicePool, type ServicePool, type ServicePoolOptions } from './service/client.js';
 
 /** Options of a pool on the fake backend (memfd memory, synthetic physical addresses). */
 export interface FakePoolOptions extends FakeBackendOptions, PoolCommonOptions {
@@ -184,8 +185,13 @@ export function openPoolSync(options: OpenPoolOptions = {}): Pool {
 /**
  * Open a pool; the same as {@link openPoolSync} as a Promise (later backends,
  * such as a daemon's, are only reachable this way).
+ * With `{ service: socketPath }`: a pool served by a physmem daemon (`physmem serve`),
+ * see docs/service.md.
  */
-export async function openPool(options: OpenPoolOptions = {}): Promise<Pool> {
+export async function openPool(options: ServicePoolOptions): Promise<ServicePool>;
+export async function openPool(options?: OpenPoolOptions): Promise<Pool>;
+export async function openPool(options: OpenPoolOptions | ServicePoolOptions = {}): Promise<Pool | ServicePool> {
+  if (typeof options === 'object' && options !== null && 'service' in options) return openServicePool(options);
   return openPoolSync(options);
 }
 

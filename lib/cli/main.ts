@@ -5,6 +5,8 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { moduleRoot } from '../native.js';
 import { PhysmemError } from '../errors.js';
 import { runDemo } from './demo.js';
 import { runStat } from './stat.js';
@@ -19,7 +21,7 @@ export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(join(moduleRoot(), 'package.json'), 'utf8')) as { version: string };
   return pkg.version;
 }
 
@@ -71,6 +73,36 @@ export function buildProgram(): Command {
       const r = runRegions({ reserve: o.reserve });
       emit(!!o.json, r);
       if (!r.found) process.exitCode = EXIT_FAILURE;
+    });
+
+  program
+    .command('serve')
+    .description('serve one pool to many programs on a Unix socket (standalone mode; see docs/service.md); runs until SIGTERM')
+    .requiredOption('--socket <path>', 'Unix socket path (its directory is created mode 0700, 0750 with --group)')
+    .addOption(new Option('--backend <name>', 'memory to serve').choices(['fake', 'devmem']).default('fake'))
+    .option('--size <bytes>', 'size of a fake pool (e.g. 64M)', parseSize)
+    .option('--state-dir <dir>', 'journal directory (not implemented yet: refused)')
+    .option('--quarantine-ms <n>', "how long a disconnected client's blocks stay allocated", (v: string) => {
+      if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a non-negative integer');
+      return Number(v);
+    })
+    .option('--group <name>', 'group allowed to connect (socket mode 0660)')
+    .action(async (o: { socket: string; backend: 'fake' | 'devmem'; size?: number; stateDir?: string; quarantineMs?: number; group?: string }) => {
+      const { runServe } = await import('../service/cli.js');
+      await runServe(o);
+    });
+
+  program
+    .command('status')
+    .description("show a physmem daemon's clients, their blocks, quarantine, free space and memory map")
+    .option('--socket <path>', 'the daemon socket (default: $PHYSMEM_SOCKET, else /run/physmem/physmem.sock)')
+    .option('--json', 'print the result as JSON')
+    .option('--svg <file>', 'also draw the memory map (owners, free space, fragmentation) as an SVG picture')
+    .action(async (o: { socket?: string; json?: boolean; svg?: string }) => {
+      const { collectStatus, formatStatus, renderStatusSvg } = await import('../service/status.js');
+      const r = await collectStatus(o.socket ?? process.env.PHYSMEM_SOCKET ?? '/run/physmem/physmem.sock');
+      if (o.svg !== undefined) (await import('node:fs')).writeFileSync(o.svg, renderStatusSvg(r) + '\n');
+      emit(!!o.json, { json: r, text: formatStatus(r) });
     });
 
   return program;

@@ -3,7 +3,7 @@
 // default lock directory /run/physmem (a tmpfs, as on real systems). The
 // other program is a child running the compiled library (dist/, built on the
 // host before the VM run).
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -138,5 +138,40 @@ describeGuest('exclusive regions on /dev/mem (two processes)', () => {
     expect(() => openPoolSync({ backend: 'devmem' })).toThrow(
       expect.objectContaining({ code: 'EBUSY', message: expect.stringContaining(`this process (pid ${process.pid})`) }),
     );
+  });
+
+  it('the daemon (physmem serve --backend devmem) holds the same locks: linked mode is refused while it serves, and it is refused while a program holds the memory', async () => {
+    const dir = fs.mkdtempSync('/tmp/physmem-daemon-');
+    const socket = path.join(dir, 'run', 'physmem.sock');
+    const serve = () => spawn(process.execPath, [path.join(REPO, 'dist/lib/cli/bin.js'), 'serve', '--socket', socket, '--backend', 'devmem'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const daemon = serve();
+    children.push(daemon);
+    let log = '';
+    daemon.stderr!.on('data', (d) => (log += d));
+    for (let i = 0; i < 300 && !log.includes('event=start'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(log, 'the daemon logged its start').toContain('event=start');
+    expect(fs.existsSync(socket)).toBe(true);
+    let err: (Error & { code?: string }) | undefined;
+    try {
+      open();
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err).toMatchObject({ code: 'EBUSY' });
+    expect(err!.message).toContain(`pid ${daemon.pid}`);
+    expect(err!.message).toContain('serve');
+    daemon.kill('SIGTERM');
+    await exited(daemon);
+    expect(daemon.exitCode).toBe(0);
+
+    // The other way round: this process holds the memory, so the daemon cannot serve it.
+    open();
+    const second = serve();
+    children.push(second);
+    let stderr = '';
+    second.stderr!.on('data', (d) => (stderr += d));
+    await exited(second);
+    expect(second.exitCode).toBe(1);
+    expect(stderr).toMatch(/EBUSY: .*in use by this process|EBUSY: .*pid \d+/);
   });
 });

@@ -1,0 +1,54 @@
+/**
+ * `physmem serve`: run the daemon until SIGTERM or SIGINT.
+ * @module
+ */
+import { startServer, type ServeOptions } from './server.js';
+
+/** Options of `physmem serve`, as parsed from the command line. */
+export interface ServeCommandOptions {
+  /** Socket path. */
+  socket: string;
+  /** `'fake'` or `'devmem'`. */
+  backend: 'fake' | 'devmem';
+  /** Fake memory size in bytes. */
+  size?: number;
+  /** Journal directory (not implemented yet: refused). */
+  stateDir?: string;
+  /** Quarantine of a disconnected client's blocks, ms. */
+  quarantineMs?: number;
+  /** Group allowed to connect. */
+  group?: string;
+}
+
+/**
+ * Start the daemon and resolve once it has shut down after SIGTERM/SIGINT.
+ * @throws {PhysmemError} what {@link startServer} throws.
+ */
+export async function runServe(o: ServeCommandOptions): Promise<void> {
+  const opts: ServeOptions = { socket: o.socket, backend: o.backend };
+  if (o.size !== undefined) opts.size = o.size;
+  if (o.stateDir !== undefined) opts.stateDir = o.stateDir;
+  if (o.quarantineMs !== undefined) opts.quarantineMs = o.quarantineMs;
+  if (o.group !== undefined) opts.group = o.group;
+  // Listen for signals before the socket exists: a SIGTERM that arrives while
+  // starting must still shut down cleanly (exit 0), not kill the process.
+  let stopRequested = false;
+  let stop: () => void = () => {
+    stopRequested = true;
+  };
+  const onSignal = () => stop();
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    const server = await startServer(opts);
+    await new Promise<void>((resolve) => {
+      stop = () => {
+        server.close().then(resolve, resolve);
+      };
+      if (stopRequested) stop();
+    });
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+}

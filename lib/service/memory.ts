@@ -1,0 +1,111 @@
+/**
+ * The memory a daemon serves, and how a client reaches it: a file (device)
+ * path and the file offset of each physical address.
+ *
+ * - `fake`: a regular file `pool.mem` in the daemon's socket directory,
+ *   mode 0600 (0660 with a group), at a synthetic physical base. A file,
+ *   not the fake backend's memfd, because clients must open it by path and
+ *   a memfd is only reachable through /proc/<pid>/fd, which needs ptrace
+ *   rights over the daemon.
+ * - `devmem`: reserved RAM through /dev/mem (file offset = physical
+ *   address); clients need to open /dev/mem too (root, or CAP_SYS_RAWIO).
+ * @module
+ */
+import { chmodSync, chownSync, closeSync, ftruncateSync, openSync, constants as fsConstants } from 'node:fs';
+import { invalidArgument } from '../errors.js';
+import { Mapping, closeFile, openFile } from '../mapping.js';
+import { native } from '../native.js';
+import { openDevmemBackend, type DevmemBackendOptions } from '../backends/devmem.js';
+import type { Backend, BackendName, BackendRange } from '../backends/types.js';
+import { FAKE_DEFAULT_PHYS_BASE } from '../backends/fake.js';
+
+/** What the daemon needs from its memory. */
+export interface ServiceMemory {
+  /** Backend name reported in stats. */
+  readonly name: BackendName;
+  /** Physical ranges, ascending. */
+  readonly ranges: readonly BackendRange[];
+  /** bus = phys + busOffset. */
+  readonly busOffset: bigint;
+  /** The file a client opens to map its block. */
+  readonly devicePath: string;
+  /** Offset in {@link ServiceMemory.devicePath} of physical address `phys`. */
+  fileOffset(phys: number): bigint;
+  /** Write zeros over `[phys, phys + size)`. */
+  zero(phys: number, size: number): void;
+  /** Unmap and close (the fake file is left for the daemon's cleanup to remove). */
+  close(): void;
+}
+
+/** Options of the file-backed fake memory. */
+export interface FakeFileMemoryOptions {
+  /** The file to create (truncated to `size`). */
+  path: string;
+  /** Bytes; rounded up to the page size. */
+  size: number;
+  /** File mode: 0o600, or 0o660 when a group shares the daemon. */
+  mode: number;
+  /** Group owning the file, when shared with a group. */
+  gid?: number;
+}
+
+/** Create the fake memory file and map it. @throws {PhysmemError} EINVAL for a bad size; open/mmap errors. */
+export function openFakeFileMemory(o: FakeFileMemoryOptions): ServiceMemory {
+  const page = native().pageSize();
+  if (!Number.isSafeInteger(o.size) || o.size <= 0) throw invalidArgument(`size must be a positive integer, got ${String(o.size)}`);
+  const size = Math.ceil(o.size / page) * page;
+  // O_EXCL|O_NOFOLLOW: the directory is ours, but never follow a planted link.
+  const fd0 = openSync(o.path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, o.mode);
+  try {
+    ftruncateSync(fd0, size);
+    if (o.gid !== undefined) chownSync(o.path, process.getuid?.() ?? 0, o.gid);
+    chmodSync(o.path, o.mode); // umask may have cut the group bits
+  } finally {
+    closeSync(fd0);
+  }
+  const fd = openFile(o.path, true, false);
+  let mapping: Mapping;
+  try {
+    mapping = Mapping.map(fd, 0n, size, true, o.path);
+  } finally {
+    closeFile(fd);
+  }
+  const base = Number(FAKE_DEFAULT_PHYS_BASE);
+  return {
+    name: 'fake',
+    ranges: [{ start: base, size }],
+    busOffset: 0n,
+    devicePath: o.path,
+    fileOffset: (phys) => BigInt(phys - base),
+    zero: (phys, len) => {
+      const id = mapping.view(phys - base, len);
+      try {
+        new Uint8Array(mapping.buffer(id)!).fill(0);
+      } finally {
+        mapping.release(id);
+      }
+    },
+    close: () => mapping.close(),
+  };
+}
+
+/** Reserved RAM through /dev/mem, as the devmem backend finds it. */
+export function openDevmemMemory(options: DevmemBackendOptions): ServiceMemory {
+  const backend: Backend = openDevmemBackend(options);
+  return {
+    name: backend.name,
+    ranges: backend.ranges,
+    busOffset: backend.busOffset,
+    devicePath: options.devicePath ?? '/dev/mem',
+    fileOffset: (phys) => BigInt(phys),
+    zero: (phys, len) => {
+      const id = backend.view(phys, len);
+      try {
+        new Uint8Array(backend.buffer(id)).fill(0);
+      } finally {
+        backend.release(id);
+      }
+    },
+    close: () => backend.close(),
+  };
+}

@@ -1,0 +1,648 @@
+/**
+ * The physmem daemon: one pool served to many programs over a Unix socket
+ * (`physmem serve`). See docs/service.md.
+ *
+ * Ownership is simple on purpose: every connection is a client with a fresh
+ * id that is never reused, and that id is the allocator's `owner` tag of its
+ * blocks, so "is this block yours" is `ownerOf(addr) === client.id`. Named
+ * buffers outlive their creator, so they carry a tag no client has and a set
+ * of holders instead; the last holder to let go frees them.
+ * @module
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { closeSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, writeSync, chmodSync, chownSync, constants as fsConstants } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { PhysmemError, hasCode, invalidArgument } from '../errors.js';
+import { RangeAllocator } from '../allocator/index.js';
+import { native, toPhysmemError, type PeerCredentials } from '../native.js';
+import type { DevmemBackendOptions } from '../backends/devmem.js';
+import { FrameDecoder, encodeFrame, parseRequest, type AllocRequest, type Reply, type Request } from './protocol.js';
+
+// Owner tag of named buffers: they outlive their creator, so no client's freeAll may take them. Client ids start at 1.
+const NAMED_OWNER = 0;
+
+interface Named {
+  readonly name: string;
+  readonly addr: number;
+  readonly size: number;
+  readonly holders: Set<number>; // client ids; the block is freed when the last one lets go
+}
+import { openDevmemMemory, openFakeFileMemory, type ServiceMemory } from './memory.js';
+
+/** Options of {@link startServer} (and of `physmem serve`). */
+export interface ServeOptions {
+  /** Path of the Unix socket. Its directory is created (mode 0700, 0750 with `group`) if missing. */
+  socket: string;
+  /** Memory to serve: `'fake'` (a file next to the socket; default) or `'devmem'`. */
+  backend?: 'fake' | 'devmem';
+  /** Size of the fake memory in bytes. Default 64 MiB. */
+  size?: number;
+  /** Options of the devmem backend. */
+  devmem?: DevmemBackendOptions;
+  /** The journal's directory. Not implemented yet: giving one fails with ENOTSUP. */
+  stateDir?: string;
+  /** How long a disconnected client's blocks stay allocated before reuse (a device may still DMA into them). Default 1000 ms. */
+  quarantineMs?: number;
+  /** Group allowed to connect: socket mode 0660 and that group, instead of 0600. */
+  group?: string;
+  /** Where log lines go (one per event). Default: stderr. */
+  log?: (line: string) => void;
+}
+
+/** Default quarantine of a disconnected client's blocks, in ms. */
+export const DEFAULT_QUARANTINE_MS = 1000;
+/** Default size of the fake memory a daemon serves: 64 MiB. */
+export const SERVICE_DEFAULT_SIZE = 64 * 1024 * 1024;
+
+/** One block as the daemon reports it (`list`, status). */
+export interface ServiceBlock {
+  /** Physical address (decimal string: JSON-safe). */
+  phys: string;
+  /** Bytes asked for. */
+  size: number;
+  /** Owning client id. */
+  client: number;
+  /** Owner's pid. */
+  pid: number;
+  /** True when its client is gone and the block waits out the quarantine. */
+  quarantined: boolean;
+  /** For a named buffer: its name. */
+  name?: string;
+  /** For a named buffer: the client ids holding it (`client` is the first). */
+  holders?: number[];
+}
+
+interface Client {
+  readonly id: number;
+  readonly socket: Socket;
+  readonly cred: PeerCredentials;
+  readonly blocks: Map<number, number>; // address -> bytes asked for
+  readonly decoder: FrameDecoder<Request>;
+  gone: boolean;
+}
+
+interface Waiter {
+  readonly client: Client;
+  readonly req: AllocRequest;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * The file descriptor behind a connected `net.Socket` (a Unix socket), for
+ * SO_PEERCRED. Node exposes it as `socket._handle.fd` on Linux; this is the
+ * one place that relies on it.
+ * @throws {PhysmemError} ENOTSUP when this Node.js does not expose it.
+ */
+export function socketFd(socket: Socket): number {
+  const handle: unknown = Reflect.get(socket, '_handle');
+  const fd: unknown = typeof handle === 'object' && handle !== null ? Reflect.get(handle, 'fd') : undefined;
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
+    throw new PhysmemError('ENOTSUP', 'cannot get the file descriptor of a Unix socket connection (socket._handle.fd)', {
+      hint: `physmem serve needs Node.js >= 20 on Linux; this is ${process.version} on ${process.platform}`,
+    });
+  }
+  return fd;
+}
+
+function groupId(name: string): number {
+  if (/^\d+$/.test(name)) return Number(name);
+  let text = '';
+  try {
+    text = readFileSync('/etc/group', 'utf8');
+  } catch {
+    /* no /etc/group: treated as not found */
+  }
+  for (const line of text.split('\n')) {
+    const [n, , gid] = line.split(':');
+    if (n === name && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  throw new PhysmemError('ENOENT', `no group named '${name}' in /etc/group`, { hint: 'create it (groupadd) or pass a numeric gid' });
+}
+
+/**
+ * Create the socket's directory, or accept an existing one only if it is a
+ * real directory (not a symlink) owned by us (or root) that nobody else can write.
+ */
+function safeDirectory(dir: string, mode: number, gid: number | undefined): void {
+  try {
+    mkdirSync(dir, { mode });
+    if (gid !== undefined) chownSync(dir, process.getuid?.() ?? 0, gid);
+    chmodSync(dir, mode);
+    return;
+  } catch (e) {
+    if (!hasCode(e, 'EEXIST')) throw toPhysmemError(e, dir, 'create the parent directory first, or choose another --socket path');
+  }
+  const st = lstatSync(dir);
+  const uid = process.getuid?.() ?? 0;
+  if (!st.isDirectory()) throw new PhysmemError('ENOTDIR', 'the socket directory is not a directory (or is a symlink)', { path: dir, hint: 'remove it or choose another --socket path' });
+  if (st.uid !== uid && st.uid !== 0) throw new PhysmemError('EPERM', `the socket directory is owned by uid ${st.uid}`, { path: dir, hint: 'use a directory you own' });
+  if ((st.mode & 0o002) !== 0 || ((st.mode & 0o020) !== 0 && gid === undefined)) {
+    throw new PhysmemError('EPERM', `the socket directory is writable by others (mode ${(st.mode & 0o777).toString(8)})`, {
+      path: dir,
+      hint: 'chmod it 0700 (0750 with --group), or choose a directory only you can write',
+    });
+  }
+}
+
+/**
+ * Take the daemon's lock file (`<socket>.lock`, holding the pid): refuse when
+ * a live daemon holds it, take over a stale one.
+ */
+function takeLock(path: string): void {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fd = openSync(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return;
+    } catch (e) {
+      if (!hasCode(e, 'EEXIST')) throw toPhysmemError(e, path);
+    }
+    let pid = NaN;
+    try {
+      pid = Number(readFileSync(path, 'utf8').trim());
+    } catch {
+      /* removed meanwhile: retry */
+    }
+    if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
+      throw new PhysmemError('EBUSY', `another physmem daemon (pid ${pid}) already serves this socket`, {
+        path,
+        hint: `stop it first (kill ${pid}), or choose another --socket path`,
+      });
+    }
+    rmSync(path, { force: true }); // stale: its daemon died without cleaning up
+  }
+  throw new PhysmemError('EBUSY', 'could not take the daemon lock file', { path, hint: 'another daemon is starting; try again' });
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return hasCode(e, 'EPERM');
+  }
+}
+
+function errorReply(id: number, e: unknown): Reply {
+  if (e instanceof PhysmemError) return { id, ok: false, code: e.code, message: e.message };
+  return { id, ok: false, code: 'EIO', message: `EIO: internal error: ${(e as Error)?.message ?? String(e)}` };
+}
+
+/** A running daemon. Create with {@link startServer}. */
+export class ServiceServer {
+  /** Path of the socket served. */
+  readonly socketPath: string;
+  readonly #server: Server;
+  readonly #memory: ServiceMemory;
+  readonly #alloc: RangeAllocator;
+  readonly #clients = new Map<number, Client>();
+  readonly #quarantine = new Map<number, { timer: NodeJS.Timeout; blocks: number; bytes: number; pid: number; list: Map<number, number> }>();
+  readonly #waiters: Waiter[] = [];
+  readonly #named = new Map<string, Named>();
+  readonly #namedAt = new Map<number, Named>(); // by address
+  readonly #quarantineMs: number;
+  readonly #log: (line: string) => void;
+  readonly #lockPath: string;
+  readonly #page: number;
+  readonly #largestRange: number;
+  #nextClient = 1;
+  #closed: Promise<void> | undefined;
+
+  /** @internal Use {@link startServer}. */
+  constructor(server: Server, memory: ServiceMemory, o: { socket: string; lockPath: string; quarantineMs: number; log: (line: string) => void }) {
+    this.#server = server;
+    this.#memory = memory;
+    this.socketPath = o.socket;
+    this.#lockPath = o.lockPath;
+    this.#quarantineMs = o.quarantineMs;
+    this.#log = o.log;
+    this.#page = native().pageSize();
+    this.#alloc = new RangeAllocator(memory.ranges.map((r) => ({ start: r.start, size: r.size })));
+    this.#largestRange = Math.max(...memory.ranges.map((r) => r.size));
+    server.on('connection', (s) => this.#accept(s));
+  }
+
+  /** Number of connected clients. */
+  get clientCount(): number {
+    return this.#clients.size;
+  }
+
+  /**
+   * Verify the allocator's invariants and that every live block belongs to a
+   * connected or quarantined client. @throws {PhysmemError} EIO on corruption.
+   */
+  check(): void {
+    this.#alloc.check();
+    let owned = 0;
+    for (const c of this.#clients.values()) {
+      for (const addr of c.blocks.keys()) {
+        const n = this.#namedAt.get(addr);
+        if (n !== undefined ? !n.holders.has(c.id) || this.#alloc.ownerOf(addr) !== NAMED_OWNER : this.#alloc.ownerOf(addr) !== c.id) {
+          throw new PhysmemError('EIO', `client ${c.id} holds 0x${addr.toString(16)} but the allocator disagrees`);
+        }
+        if (n === undefined) owned++;
+      }
+    }
+    for (const n of this.#named.values()) {
+      if (n.holders.size === 0 || this.#alloc.ownerOf(n.addr) !== NAMED_OWNER) throw new PhysmemError('EIO', `named buffer '${n.name}' is not held or not allocated`);
+    }
+    owned += this.#named.size;
+    for (const q of this.#quarantine.values()) owned += q.blocks;
+    const count = this.#alloc.stats().count;
+    if (owned !== count) throw new PhysmemError('EIO', `clients and quarantine hold ${owned} blocks but the allocator has ${count}`);
+  }
+
+  /** Pool usage, clients and quarantine. */
+  stats(): { backend: string; total: number; used: number; free: number; largestFree: number; count: number; waiting: number; busOffset: string; clients: number; quarantinedBlocks: number; quarantinedBytes: number; ranges: { start: string; size: number }[] } {
+    const s = this.#alloc.stats();
+    let qb = 0;
+    let qbytes = 0;
+    for (const q of this.#quarantine.values()) {
+      qb += q.blocks;
+      qbytes += q.bytes;
+    }
+    return {
+      backend: this.#memory.name,
+      total: s.total,
+      used: s.used,
+      free: s.free,
+      largestFree: s.largestFree,
+      count: s.count,
+      waiting: this.#waiters.length,
+      busOffset: this.#memory.busOffset.toString(),
+      clients: this.#clients.size,
+      quarantinedBlocks: qb,
+      quarantinedBytes: qbytes,
+      ranges: this.#memory.ranges.map((r) => ({ start: String(r.start), size: r.size })),
+    };
+  }
+
+  /** Every live block: connected clients' and quarantined ones, in address order. */
+  blocks(): ServiceBlock[] {
+    const out: ServiceBlock[] = [];
+    for (const c of this.#clients.values()) {
+      for (const [a, size] of c.blocks) if (!this.#namedAt.has(a)) out.push({ phys: String(a), size, client: c.id, pid: c.cred.pid, quarantined: false });
+    }
+    for (const n of this.#named.values()) {
+      const holders = [...n.holders];
+      out.push({ phys: String(n.addr), size: n.size, client: holders[0], pid: this.#clients.get(holders[0])?.cred.pid ?? 0, quarantined: false, name: n.name, holders });
+    }
+    for (const [id, q] of this.#quarantine) for (const [a, size] of q.list) out.push({ phys: String(a), size, client: id, pid: q.pid, quarantined: true });
+    return out.sort((x, y) => Number(BigInt(x.phys) - BigInt(y.phys)));
+  }
+
+  /**
+   * Stop: refuse new connections, disconnect clients, free everything, remove
+   * the socket, the memory file and the lock file. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closed ??= new Promise<void>((resolve) => {
+      this.#log(`event=shutdown clients=${this.#clients.size}`);
+      this.#server.close(() => resolve());
+      for (const w of this.#waiters.splice(0)) if (w.timer) clearTimeout(w.timer);
+      for (const c of this.#clients.values()) {
+        c.gone = true;
+        c.socket.destroy();
+      }
+      this.#clients.clear();
+      for (const q of this.#quarantine.values()) clearTimeout(q.timer);
+      this.#quarantine.clear();
+      this.#alloc.freeAll();
+      this.#memory.close();
+      if (this.#memory.name === 'fake') rmSync(this.#memory.devicePath, { force: true });
+      rmSync(this.#lockPath, { force: true });
+    });
+    return this.#closed;
+  }
+
+  #accept(socket: Socket): void {
+    if (this.#closed) {
+      socket.destroy();
+      return;
+    }
+    let cred: PeerCredentials;
+    try {
+      cred = native().peerCredentials(socketFd(socket));
+    } catch (e) {
+      this.#log(`event=reject reason=${JSON.stringify(String((e as Error)?.message ?? e))}`);
+      socket.destroy();
+      return;
+    }
+    const client: Client = { id: this.#nextClient++, socket, cred, blocks: new Map(), decoder: new FrameDecoder(parseRequest), gone: false };
+    this.#clients.set(client.id, client);
+    this.#log(`event=connect client=${client.id} pid=${cred.pid} uid=${cred.uid}`);
+    socket.on('data', (chunk: Buffer) => this.#onData(client, chunk));
+    socket.on('error', () => {
+      /* reset by peer etc.: 'close' follows */
+    });
+    socket.on('close', () => this.#disconnect(client));
+  }
+
+  #send(client: Client, reply: Reply): void {
+    if (client.gone) return;
+    client.socket.write(encodeFrame(reply));
+  }
+
+  #onData(client: Client, chunk: Buffer): void {
+    for (const r of client.decoder.push(chunk)) {
+      if (r.kind === 'fatal') {
+        this.#log(`event=framing-error client=${client.id} code=${r.code}`);
+        this.#send(client, { id: 0, ok: false, code: r.code, message: `${r.code}: ${r.message}; closing this connection` });
+        client.socket.end();
+        return;
+      }
+      if (r.kind === 'invalid') {
+        this.#send(client, { id: r.id, ok: false, code: r.code, message: `${r.code}: ${r.message}` });
+        continue;
+      }
+      try {
+        this.#handle(client, r.message);
+      } catch (e) {
+        // Validation happens before any state change, so an error here leaves the state as it was.
+        this.#send(client, errorReply(r.message.id, e));
+      }
+    }
+  }
+
+  #handle(c: Client, req: Request): void {
+    switch (req.op) {
+      case 'hello':
+        this.#send(c, {
+          id: req.id,
+          ok: true,
+          version: 1,
+          client: c.id,
+          pid: c.cred.pid,
+          uid: c.cred.uid,
+          daemonPid: process.pid,
+          backend: this.#memory.name,
+          devicePath: this.#memory.devicePath,
+          busOffset: this.#memory.busOffset.toString(),
+          pageSize: this.#page,
+        });
+        return;
+      case 'alloc':
+        return this.#allocRequest(c, req);
+      case 'lookup': {
+        const n = this.#named.get(req.name);
+        if (n === undefined) throw new PhysmemError('ENOENT', `no buffer named '${req.name}'`, { hint: 'create it with allocAsync(size, { name })' });
+        if (n.holders.has(c.id)) throw new PhysmemError('EEXIST', `this client already holds '${req.name}'`, { hint: 'use the buffer you have' });
+        n.holders.add(c.id);
+        c.blocks.set(n.addr, n.size);
+        this.#send(c, this.#blockReply(req.id, n.addr, n.size, n.name));
+        return;
+      }
+      case 'free':
+        return this.#free(c, req.id, req.phys);
+      case 'cancel': {
+        const i = this.#waiters.findIndex((w) => w.client === c && w.req.id === req.target);
+        if (i >= 0) this.#dropWaiter(i, new PhysmemError('ECANCELED', 'waiting allocation was cancelled', { hint: 'the client cancelled it' }));
+        this.#send(c, { id: req.id, ok: true, cancelled: i >= 0 });
+        return;
+      }
+      case 'stats':
+        this.#send(c, { id: req.id, ok: true, ...this.stats() });
+        return;
+      case 'list': {
+        const all = c.cred.uid === 0 || c.cred.uid === (process.getuid?.() ?? 0);
+        const blocks = this.blocks().filter((b) => all || (!b.quarantined && (b.client === c.id || (b.holders?.includes(c.id) ?? false))));
+        // Keep the reply inside one frame: a very long list is cut, and says so.
+        const max = 400; // about 100 bytes each: well inside MAX_FRAME
+        this.#send(c, { id: req.id, ok: true, blocks: blocks.slice(0, max), truncated: blocks.length > max });
+        return;
+      }
+      case 'check':
+        this.check();
+        this.#send(c, { id: req.id, ok: true });
+        return;
+    }
+  }
+
+  // Round up to whole pages at page alignment: a client maps its block
+  // itself, and mmap works in pages, so a block must never share a page.
+  #tryAlloc(c: Client, req: AllocRequest): number {
+    const rounded = Math.ceil(req.size / this.#page) * this.#page;
+    const align = Math.max(req.align ?? this.#page, this.#page);
+    if (align > this.#largestRange) throw invalidArgument(`align ${align} is larger than the pool`);
+    return this.#alloc.alloc(rounded, { align, owner: req.name === undefined ? c.id : NAMED_OWNER });
+  }
+
+  #grant(c: Client, req: AllocRequest, addr: number): void {
+    if (req.name !== undefined) {
+      if (this.#named.has(req.name)) {
+        // Taken while this request waited.
+        this.#alloc.free(addr);
+        this.#send(c, errorReply(req.id, nameTaken(req.name)));
+        return;
+      }
+      const n: Named = { name: req.name, addr, size: req.size, holders: new Set([c.id]) };
+      this.#named.set(n.name, n);
+      this.#namedAt.set(addr, n);
+    }
+    this.#memory.zero(addr, Math.ceil(req.size / this.#page) * this.#page);
+    c.blocks.set(addr, req.size);
+    this.#send(c, this.#blockReply(req.id, addr, req.size, req.name));
+  }
+
+  #blockReply(id: number, addr: number, size: number, name: string | undefined): Reply {
+    const r: Reply = {
+      id,
+      ok: true,
+      phys: String(addr),
+      bus: (BigInt(addr) + this.#memory.busOffset).toString(),
+      size,
+      offset: this.#memory.fileOffset(addr).toString(),
+    };
+    if (name !== undefined) r.name = name;
+    return r;
+  }
+
+  // Drop client `c`'s hold on a named buffer; true when it was the last (the caller frees the block).
+  #letGo(c: Client, n: Named): boolean {
+    n.holders.delete(c.id);
+    if (n.holders.size !== 0) return false;
+    this.#named.delete(n.name);
+    this.#namedAt.delete(n.addr);
+    return true;
+  }
+
+  #noMemory(size: number): PhysmemError {
+    const s = this.#alloc.stats();
+    return new PhysmemError('ENOMEM', `cannot allocate ${size} bytes: largest free block is ${s.largestFree} bytes, ${s.free} of ${s.total} bytes free`, {
+      hint: 'free buffers, wait with allocAsync(size, { wait: true }), or give the daemon more memory',
+    });
+  }
+
+  #allocRequest(c: Client, req: AllocRequest): void {
+    if (req.size > this.#largestRange) throw this.#noMemory(req.size);
+    if (req.name !== undefined && this.#named.has(req.name)) throw nameTaken(req.name);
+    // First come, first served: nobody overtakes an allocation already waiting.
+    if (this.#waiters.length === 0 || !req.wait) {
+      const addr = this.#tryAlloc(c, req);
+      if (addr >= 0) return this.#grant(c, req, addr);
+      if (!req.wait) throw this.#noMemory(req.size);
+    }
+    if (this.#waiters.some((w) => w.client === c && w.req.id === req.id)) throw invalidArgument(`request id ${req.id} is already waiting`);
+    const w: Waiter = { client: c, req, timer: undefined };
+    if (req.timeoutMs !== undefined) {
+      w.timer = setTimeout(() => {
+        const i = this.#waiters.indexOf(w);
+        if (i >= 0) {
+          this.#dropWaiter(i, new PhysmemError('ETIMEDOUT', `no ${req.size} bytes became free within ${req.timeoutMs} ms`, {
+            hint: 'free buffers sooner, raise timeoutMs, or give the daemon more memory',
+          }));
+        }
+      }, req.timeoutMs);
+    }
+    this.#waiters.push(w);
+  }
+
+  #dropWaiter(i: number, e: PhysmemError): void {
+    const [w] = this.#waiters.splice(i, 1);
+    if (w.timer) clearTimeout(w.timer);
+    this.#send(w.client, errorReply(w.req.id, e));
+    this.#serveWaiters(); // the head may have been holding back smaller requests
+  }
+
+  #serveWaiters(): void {
+    while (this.#waiters.length !== 0) {
+      const w = this.#waiters[0];
+      let addr: number;
+      try {
+        addr = this.#tryAlloc(w.client, w.req);
+      } catch (e) {
+        this.#waiters.shift();
+        if (w.timer) clearTimeout(w.timer);
+        this.#send(w.client, errorReply(w.req.id, e));
+        continue;
+      }
+      if (addr < 0) return; // strict FIFO: the head waits, and so does everyone behind it
+      this.#waiters.shift();
+      if (w.timer) clearTimeout(w.timer);
+      this.#grant(w.client, w.req, addr);
+    }
+  }
+
+  #free(c: Client, id: number, phys: bigint): void {
+    const addr = phys <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(phys) : -1;
+    if (!c.blocks.has(addr)) {
+      if (addr >= 0 && this.#alloc.ownerOf(addr) >= 0) {
+        this.#log(`event=free-refused client=${c.id} pid=${c.cred.pid} phys=0x${addr.toString(16)}`);
+        throw new PhysmemError('EPERM', `the block at physical 0x${addr.toString(16)} belongs to another client`, { hint: 'free only blocks this connection allocated' });
+      }
+      throw new PhysmemError('EINVAL', `no block of this client starts at physical 0x${phys.toString(16)}`, { hint: 'pass the exact phys of a live buffer (double free?)' });
+    }
+    c.blocks.delete(addr);
+    const n = this.#namedAt.get(addr);
+    if (n === undefined || this.#letGo(c, n)) this.#alloc.free(addr);
+    this.#send(c, { id, ok: true });
+    if (this.#waiters.length !== 0) this.#serveWaiters();
+  }
+
+  #disconnect(c: Client): void {
+    if (!this.#clients.delete(c.id)) return;
+    c.gone = true;
+    for (let i = this.#waiters.length - 1; i >= 0; i--) {
+      const w = this.#waiters[i];
+      if (w.client === c) {
+        if (w.timer) clearTimeout(w.timer);
+        this.#waiters.splice(i, 1);
+      }
+    }
+    // Named buffers others still hold stay; the rest (own blocks, named ones this client held last) go to quarantine.
+    const list = new Map<number, number>();
+    for (const [addr, size] of c.blocks) {
+      const named = this.#namedAt.get(addr);
+      if (named === undefined || this.#letGo(c, named)) list.set(addr, size);
+    }
+    const n = list.size;
+    this.#log(`event=disconnect client=${c.id} pid=${c.cred.pid} blocks=${n}`);
+    if (n === 0) {
+      this.#serveWaiters();
+      return;
+    }
+    let bytes = 0;
+    for (const size of list.values()) bytes += size;
+    // The blocks stay allocated (owner = this client's id) until the timer
+    // fires: a device may still be writing into them.
+    const timer = setTimeout(() => {
+      this.#quarantine.delete(c.id);
+      let freed = 0;
+      for (const addr of list.keys()) freed += this.#alloc.free(addr);
+      this.#log(`event=reclaim client=${c.id} pid=${c.cred.pid} blocks=${n} bytes=${freed}`);
+      this.#serveWaiters();
+    }, this.#quarantineMs);
+    this.#quarantine.set(c.id, { timer, blocks: n, bytes, pid: c.cred.pid, list });
+  }
+}
+
+function nameTaken(name: string): PhysmemError {
+  return new PhysmemError('EEXIST', `a buffer named '${name}' already exists`, { hint: 'attach it with lookup(name), or choose another name' });
+}
+
+function defaultLog(line: string): void {
+  process.stderr.write(line + '\n');
+}
+
+/**
+ * Start a daemon serving one pool on a Unix socket.
+ * @throws {PhysmemError} EBUSY when another daemon serves this socket; EPERM/ENOTDIR for an unsafe
+ *   socket directory; ENOTSUP for `stateDir` (the journal is not implemented yet); the backend's errors.
+ */
+export async function startServer(options: ServeOptions): Promise<ServiceServer> {
+  if (typeof options !== 'object' || options === null || typeof options.socket !== 'string' || options.socket === '') {
+    throw invalidArgument('options.socket must be a path');
+  }
+  if (options.stateDir !== undefined) {
+    throw new PhysmemError('ENOTSUP', 'the journal (--state-dir) is not implemented in this version', { hint: 'run without --state-dir: blocks do not survive a daemon restart' });
+  }
+  const quarantineMs = options.quarantineMs ?? DEFAULT_QUARANTINE_MS;
+  if (!Number.isInteger(quarantineMs) || quarantineMs < 0 || quarantineMs > 2 ** 31 - 1) throw invalidArgument(`quarantineMs must be an integer in [0, 2^31 - 1], got ${String(quarantineMs)}`);
+  const backend = options.backend ?? 'fake';
+  if (backend !== 'fake' && backend !== 'devmem') throw invalidArgument(`backend must be 'fake' or 'devmem', got ${String(backend)}`);
+  const log = options.log ?? defaultLog;
+  const stamp = (line: string) => log(`${new Date().toISOString()} physmem[${process.pid}] ${line}`);
+  const gid = options.group === undefined ? undefined : groupId(options.group);
+  const socket = options.socket;
+  const dir = dirname(socket);
+  safeDirectory(dir, gid === undefined ? 0o700 : 0o750, gid);
+  const lockPath = join(dir, `${basename(socket)}.lock`);
+  takeLock(lockPath);
+  let memory: ServiceMemory | undefined;
+  try {
+    // Our lock: whatever is at the socket path is a dead daemon's leftover.
+    rmSync(socket, { force: true });
+    const memPath = join(dir, `${basename(socket)}.mem`);
+    rmSync(memPath, { force: true });
+    const fileMode = gid === undefined ? 0o600 : 0o660;
+    memory = backend === 'fake'
+      ? openFakeFileMemory({ path: memPath, size: options.size ?? SERVICE_DEFAULT_SIZE, mode: fileMode, gid })
+      : openDevmemMemory(options.devmem ?? {});
+    const server = createServer({ allowHalfOpen: false });
+    // umask so the socket is never more open than its final mode, even briefly.
+    const oldMask = process.umask(gid === undefined ? 0o177 : 0o117);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(socket, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(oldMask);
+    }
+    if (gid !== undefined) chownSync(socket, process.getuid?.() ?? 0, gid);
+    chmodSync(socket, fileMode);
+    server.on('error', (e) => stamp(`event=error message=${JSON.stringify(e.message)}`));
+    const s = new ServiceServer(server, memory, { socket, lockPath, quarantineMs, log: stamp });
+    stamp(`event=start socket=${socket} backend=${memory.name} total=${s.stats().total} device=${memory.devicePath} quarantineMs=${quarantineMs}`);
+    return s;
+  } catch (e) {
+    memory?.close();
+    if (backend === 'fake') rmSync(join(dir, `${basename(socket)}.mem`), { force: true });
+    rmSync(lockPath, { force: true });
+    throw toPhysmemError(e, socket);
+  }
+}

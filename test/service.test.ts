@@ -1,0 +1,631 @@
+/**
+ * Standalone mode in one process: the protocol's decoder, a daemon
+ * (startServer) on a temp socket, and clients (ServicePool) talking to it over
+ * the real Unix socket. Child-process clients are in service-processes.test.ts.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { connect } from 'node:net';
+import { mkdtempSync, rmSync, statSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FrameDecoder, MAX_FRAME, PROTOCOL_VERSION, encodeFrame, parseReply, parseRequest, type Reply } from '../lib/service/protocol.js';
+import { startServer, type ServiceServer } from '../lib/service/server.js';
+import { ServicePool } from '../lib/service/client.js';
+import { openPool } from '../lib/open.js';
+import { PhysmemError } from '../lib/errors.js';
+import * as compat from '../lib/compat.js';
+import { collectStatus, formatStatus, renderStatusSvg } from '../lib/service/status.js';
+
+const root = mkdtempSync(join(tmpdir(), 'physmem-service-'));
+const servers: ServiceServer[] = [];
+const pools: ServicePool[] = [];
+const logs: string[] = [];
+let n = 0;
+
+async function serve(extra: { size?: number; quarantineMs?: number; group?: string } = {}): Promise<{ server: ServiceServer; socket: string }> {
+  const socket = join(root, `d${n++}`, 'pool.sock');
+  const server = await startServer({ socket, size: extra.size ?? 1 << 20, quarantineMs: extra.quarantineMs ?? 0, group: extra.group, log: (l) => logs.push(l) });
+  servers.push(server);
+  return { server, socket };
+}
+
+async function client(socket: string): Promise<ServicePool> {
+  const p = await ServicePool.connect(socket);
+  pools.push(p);
+  return p;
+}
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<PhysmemError> {
+  const e = await p.then(() => undefined, (x: unknown) => x);
+  expect(e).toBeInstanceOf(PhysmemError);
+  expect((e as PhysmemError).code).toBe(code);
+  return e as PhysmemError;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+afterAll(async () => {
+  for (const p of pools) await p.close().catch(() => undefined);
+  await compat.disconnectService();
+  for (const s of servers) await s.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe('protocol', () => {
+  const frame = (len: number, version: number, body: Buffer) => {
+    const h = Buffer.alloc(5);
+    h.writeUInt32BE(len, 0);
+    h[4] = version;
+    return Buffer.concat([h, body]);
+  };
+
+  it('round-trips a request through encodeFrame and FrameDecoder, split at every byte', () => {
+    const bytes = encodeFrame({ op: 'alloc', id: 7, size: 4096, wait: true, timeoutMs: 10 });
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      const d = new FrameDecoder(parseRequest);
+      const out = [...d.push(bytes.subarray(0, cut)), ...d.push(bytes.subarray(cut))];
+      expect(out).toEqual([{ kind: 'message', message: { op: 'alloc', id: 7, size: 4096, wait: true, timeoutMs: 10 } }]);
+    }
+  });
+
+  it('carries physical addresses above 2^53 exactly (as decimal strings)', () => {
+    const d = new FrameDecoder(parseRequest);
+    const [r] = d.push(encodeFrame({ op: 'free', id: 1, phys: 2n ** 60n + 1n }));
+    expect(r).toEqual({ kind: 'message', message: { op: 'free', id: 1, phys: 2n ** 60n + 1n } });
+  });
+
+  it('a frame longer than MAX_FRAME or of length 0 is fatal, and the decoder then ignores everything', () => {
+    for (const len of [0, MAX_FRAME + 1, 0xffffffff]) {
+      const d = new FrameDecoder(parseRequest);
+      expect(d.push(frame(len, PROTOCOL_VERSION, Buffer.alloc(0)))).toEqual([{ kind: 'fatal', code: 'EMSGSIZE', message: expect.any(String) }]);
+      expect(d.dead).toBe(true);
+      expect(d.push(encodeFrame({ op: 'stats', id: 1 }))).toEqual([]);
+    }
+  });
+
+  it('another protocol version is fatal (EPROTO)', () => {
+    const d = new FrameDecoder(parseRequest);
+    const [r] = d.push(frame(3, 2, Buffer.from('{}')));
+    expect(r).toMatchObject({ kind: 'fatal', code: 'EPROTO' });
+  });
+
+  it('bad JSON, unknown ops, unknown fields and out-of-range values are invalid, not fatal, and keep their id when readable', () => {
+    const d = new FrameDecoder(parseRequest);
+    const body = Buffer.from('{nope');
+    const out = d.push(Buffer.concat([
+      frame(body.length + 1, 1, body),
+      encodeFrame({ op: 'launch', id: 3 }),
+      encodeFrame({ op: 'alloc', id: 4, size: 0 }),
+      encodeFrame({ op: 'alloc', id: 5, size: 64, align: 3 }),
+      encodeFrame({ op: 'alloc', id: 6, size: 64, extra: 1 }),
+      encodeFrame({ op: 'free', id: 7, phys: '0x10' }),
+      encodeFrame({ op: 'stats', id: 2 ** 32 }),
+      encodeFrame([1, 2]),
+      encodeFrame({ op: 'stats', id: 9 }),
+    ]));
+    expect(out.map((r) => (r.kind === 'invalid' ? [r.id, r.code] : r.kind))).toEqual([
+      [0, 'EPROTO'], [3, 'EINVAL'], [4, 'EINVAL'], [5, 'EINVAL'], [6, 'EINVAL'], [7, 'EINVAL'], [0, 'EINVAL'], [0, 'EPROTO'], 'message',
+    ]);
+    expect(d.dead).toBe(false);
+  });
+
+  it('the decoder never throws on random bytes', () => {
+    fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 8 }), (chunks) => {
+      const d = new FrameDecoder(parseRequest);
+      for (const c of chunks) d.push(Buffer.from(c));
+    }), { numRuns: 2000 });
+  });
+
+  it('parseReply rejects replies without id/ok, and error replies without code', () => {
+    expect(parseReply({ id: 1 }).kind).toBe('fatal');
+    expect(parseReply({ id: 1, ok: false }).kind).toBe('fatal');
+    expect(parseReply({ id: 1, ok: true, x: 1 }).kind).toBe('message');
+  });
+
+  it('encodeFrame refuses a message over MAX_FRAME', () => {
+    expect(() => encodeFrame({ s: 'x'.repeat(MAX_FRAME) })).toThrow(RangeError);
+  });
+});
+
+describe('daemon and clients', () => {
+  let socket: string;
+  let server: ServiceServer;
+  beforeAll(async () => {
+    ({ server, socket } = await serve({ size: 1 << 20 }));
+  });
+
+  it('openPool({ service }) connects; bytes cover exactly the block; blocks are page-aligned and zeroed', async () => {
+    const pool = await openPool({ service: socket });
+    pools.push(pool);
+    expect(pool).toBeInstanceOf(ServicePool);
+    const a = await pool.allocAsync(100);
+    expect(a.bytes.byteLength).toBe(100);
+    expect(a.bytes.buffer.byteLength).toBe(100);
+    expect(a.phys % 4096n).toBe(0n);
+    expect(a.bytes.every((b) => b === 0)).toBe(true);
+    a.bytes.fill(0xab);
+    const phys = a.phys;
+    await a.free();
+    expect(a.freed).toBe(true);
+    expect(a.bytes.byteLength).toBe(0);
+    // The same memory comes back zeroed: one program never sees another's data.
+    const b = await pool.allocAsync(100);
+    expect(b.phys).toBe(phys);
+    expect(b.bytes.every((x) => x === 0)).toBe(true);
+    await b.free();
+    await rejectsWith(b.free(), 'EINVAL');
+    server.check();
+  });
+
+  it('alloc() throws ENOTSUP and says to use allocAsync', async () => {
+    const pool = await client(socket);
+    try {
+      pool.alloc(64);
+      expect.unreachable();
+    } catch (e) {
+      expect((e as PhysmemError).code).toBe('ENOTSUP');
+      expect((e as Error).message).toMatch(/allocAsync/);
+    }
+  });
+
+  it('two clients see the same memory: what one writes, the daemon file holds at the offset it returned', async () => {
+    const pool = await client(socket);
+    const a = await pool.allocAsync(8192);
+    a.bytes.set([1, 2, 3], 8189);
+    const fileBytes = readFileSync(pool.devicePath);
+    const off = Number(a.phys - 0x1_0000_0000n);
+    expect([...fileBytes.subarray(off + 8189, off + 8192)]).toEqual([1, 2, 3]);
+    await a.free();
+  });
+
+  it('a client cannot free another client\'s block (EPERM); the block stays allocated and intact', async () => {
+    const owner = await client(socket);
+    const other = await client(socket);
+    const a = await owner.allocAsync(4096);
+    a.bytes.fill(0x5a);
+    // Go around ServiceBuffer (which only frees its own) with a raw request of the same phys.
+    const raw = await rawExchange(socket, [encodeFrame({ op: 'free', id: 1, phys: a.phys.toString() })]);
+    expect(raw).toEqual([{ id: 1, ok: false, code: 'EPERM', message: expect.stringMatching(/belongs to another client/) }]);
+    expect(a.bytes.every((b) => b === 0x5a)).toBe(true);
+    expect((await other.list()).some((b) => b.phys === a.phys.toString())).toBe(true); // same uid: may list everything
+    server.check();
+    await a.free();
+    expect(logs.some((l) => /event=free-refused/.test(l))).toBe(true);
+  });
+
+  it('statsAsync reports clients, usage and waiting allocations', async () => {
+    const pool = await client(socket);
+    const before = await pool.statsAsync();
+    const a = await pool.allocAsync(5000);
+    const s = await pool.statsAsync();
+    expect(s.used - before.used).toBe(8192); // page-rounded
+    expect(s.clients).toBeGreaterThanOrEqual(1);
+    expect(s.total).toBe(1 << 20);
+    await a.free();
+  });
+
+  it('GFP_ATOMIC-like allocation fails at once with ENOMEM when nothing fits', async () => {
+    const pool = await client(socket);
+    const big = await pool.allocAsync(1 << 20);
+    const t0 = Date.now();
+    const e = await rejectsWith(pool.allocAsync(4096), 'ENOMEM');
+    expect(Date.now() - t0).toBeLessThan(2000); // not queued (a queued request would wait forever here)
+    expect(e.message).toMatch(/wait/);
+    await big.free();
+  });
+});
+
+describe('waiting allocations', () => {
+  it('are served first come, first served, across clients: a request that fits never overtakes the head', async () => {
+    const { socket } = await serve({ size: 64 * 1024 });
+    const holder = await client(socket);
+    const held = [];
+    for (let i = 0; i < 16; i++) held.push(await holder.allocAsync(4096));
+    held.sort((x, y) => (x.phys < y.phys ? -1 : 1));
+    const c1 = await client(socket);
+    const c2 = await client(socket);
+    const done: string[] = [];
+    const w1 = c1.allocAsync(8192, { wait: true }).then((b) => (done.push('w1'), b));
+    await sleep(10);
+    const w2 = c2.allocAsync(4096, { wait: true }).then((b) => (done.push('w2'), b));
+    await sleep(10);
+    const w3 = c1.allocAsync(4096, { wait: true }).then((b) => (done.push('w3'), b));
+    await sleep(20);
+    expect((await holder.statsAsync()).waiting).toBe(3);
+    await held[0].free(); // 4 KiB free: w2 and w3 would fit, but w1 is first
+    await sleep(30);
+    expect(done).toEqual([]);
+    await held[1].free(); // now 8 KiB contiguous: w1 (and nothing is left for w2)
+    await w1;
+    expect(done).toEqual(['w1']);
+    await held[5].free(); // 4 KiB: w2 (before w3)
+    await w2;
+    expect(done).toEqual(['w1', 'w2']);
+    await held[9].free();
+    await w3;
+    expect(done).toEqual(['w1', 'w2', 'w3']);
+    for (const b of await Promise.all([w1, w2, w3])) await b.free();
+  });
+
+  it('time out with ETIMEDOUT', async () => {
+    const { socket } = await serve({ size: 16 * 1024 });
+    const pool = await client(socket);
+    const all = await pool.allocAsync(16 * 1024);
+    const t0 = Date.now();
+    await rejectsWith(pool.allocAsync(4096, { wait: true, timeoutMs: 100 }), 'ETIMEDOUT');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(90);
+    expect((await pool.statsAsync()).waiting).toBe(0);
+    await all.free();
+  });
+
+  it('are cancelled by an AbortSignal (ECANCELED), and a cancelled head no longer holds back the queue', async () => {
+    const { socket } = await serve({ size: 16 * 1024 });
+    const pool = await client(socket);
+    const a = await pool.allocAsync(8 * 1024);
+    const b = await pool.allocAsync(8 * 1024);
+    const ac = new AbortController();
+    const head = pool.allocAsync(16 * 1024, { wait: true, signal: ac.signal });
+    const next = pool.allocAsync(4096, { wait: true });
+    await sleep(30);
+    await a.free(); // frees 8K: not enough for the head, enough for next, which must still wait (FIFO)
+    await sleep(30);
+    expect((await pool.statsAsync()).waiting).toBe(2);
+    ac.abort();
+    await rejectsWith(head, 'ECANCELED');
+    const got = await next;
+    expect(got.size).toBe(4096);
+    await got.free();
+    await b.free();
+    await rejectsWith(pool.allocAsync(64, { wait: true, signal: AbortSignal.abort() }), 'ECANCELED');
+  });
+});
+
+describe('disconnect and quarantine (in-process client)', () => {
+  it('a closed connection\'s blocks stay allocated for the quarantine, then return', async () => {
+    const { server, socket } = await serve({ size: 64 * 1024, quarantineMs: 1500 });
+    const a = await client(socket);
+    await a.allocAsync(32 * 1024);
+    const b = await client(socket);
+    // Drop the connection without freeing (as a crash would).
+    a.destroy();
+    let s = await b.statsAsync();
+    for (let i = 0; i < 100 && s.clients !== 1; i++) s = (await sleep(5), await b.statsAsync());
+    expect(s.quarantinedBlocks).toBe(1);
+    expect(s.used).toBe(32 * 1024);
+    await rejectsWith(b.allocAsync(64 * 1024), 'ENOMEM');
+    const waited = b.allocAsync(64 * 1024, { wait: true, timeoutMs: 2000 }); // served when the quarantine ends
+    const got = await waited;
+    s = await b.statsAsync();
+    expect(s.quarantinedBlocks).toBe(0);
+    expect(got.bytes.every((x) => x === 0)).toBe(true);
+    await got.free();
+    server.check();
+  });
+});
+
+describe('socket permissions, directory and lock', () => {
+  it('socket is 0600 in a 0700 directory; memory file 0600', async () => {
+    const { socket } = await serve();
+    expect(statSync(socket).mode & 0o777).toBe(0o600);
+    expect(statSync(join(socket, '..')).mode & 0o777).toBe(0o700);
+    expect(statSync(socket + '.mem').mode & 0o777).toBe(0o600);
+  });
+
+  it('with --group the socket is 0660 and owned by that group', async () => {
+    const gid = process.getgid!();
+    const { socket } = await serve({ group: String(gid) });
+    const st = statSync(socket);
+    expect(st.mode & 0o777).toBe(0o660);
+    expect(st.gid).toBe(gid);
+    expect(statSync(join(socket, '..')).mode & 0o777).toBe(0o750);
+  });
+
+  it('a second daemon for the same socket is refused with EBUSY; the first keeps serving', async () => {
+    const { socket } = await serve();
+    const e = await rejectsWith(startServer({ socket, log: () => undefined }), 'EBUSY');
+    expect(e.message).toMatch(new RegExp(`pid ${process.pid}`));
+    const pool = await client(socket);
+    expect((await pool.statsAsync()).total).toBe(1 << 20);
+  });
+
+  it('a stale lock file (dead pid) is taken over', async () => {
+    const socket = join(root, 'stale', 'pool.sock');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(root, 'stale'), { mode: 0o700 });
+    writeFileSync(socket + '.lock', '2147483646\n', { mode: 0o600 });
+    const server = await startServer({ socket, size: 1 << 16, log: () => undefined });
+    servers.push(server);
+    expect(readFileSync(socket + '.lock', 'utf8').trim()).toBe(String(process.pid));
+  });
+
+  it('refuses a socket directory writable by others (EPERM) and a symlinked one (ENOTDIR)', async () => {
+    const { mkdirSync, chmodSync, symlinkSync } = await import('node:fs');
+    const open = join(root, 'open');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    await rejectsWith(startServer({ socket: join(open, 's.sock'), log: () => undefined }), 'EPERM');
+    symlinkSync(open, join(root, 'link'));
+    await rejectsWith(startServer({ socket: join(root, 'link', 's.sock'), log: () => undefined }), 'ENOTDIR');
+  });
+
+  it('close() removes the socket, memory file and lock file', async () => {
+    const { server, socket } = await serve();
+    await server.close();
+    expect(existsSync(socket)).toBe(false);
+    expect(existsSync(socket + '.mem')).toBe(false);
+    expect(existsSync(socket + '.lock')).toBe(false);
+  });
+
+  it('--state-dir (the journal) is refused with ENOTSUP until implemented', async () => {
+    await rejectsWith(startServer({ socket: join(root, 'sd', 's.sock'), stateDir: root, log: () => undefined }), 'ENOTSUP');
+  });
+
+  it('connecting to a socket where no daemon listens fails with a hint', async () => {
+    const e = await rejectsWith(ServicePool.connect(join(root, 'nothing.sock')), 'ENOENT');
+    expect(e.message).toMatch(/physmem serve/);
+  });
+});
+
+describe('compat standalone mode', () => {
+  it('allocateDmaAsync / freeDmaAsync return the original values (address or 0n; 0 or -EINVAL)', async () => {
+    const { socket } = await serve({ size: 64 * 1024 });
+    await compat.connectService(socket);
+    const addr = await compat.allocateDmaAsync(5000, compat.GFP_ATOMIC);
+    expect(addr).toBeGreaterThan(0n);
+    expect(addr % 4096n).toBe(0n);
+    expect(compat.serviceDmaBuffer(addr)!.bytes.byteLength).toBe(5000);
+    expect(await compat.allocateDmaAsync(64 * 1024, compat.GFP_ATOMIC)).toBe(0n); // does not fit now
+    expect(await compat.allocateDmaAsync(100, 12345)).toBe(0n);
+    expect(await compat.allocateDmaAsync(0, compat.GFP_KERNEL)).toBe(0n);
+    // GFP_KERNEL waits until the memory is freed.
+    const waiting = compat.allocateDmaAsync(64 * 1024, compat.GFP_KERNEL);
+    await sleep(30);
+    expect(await compat.freeDmaAsync(addr)).toBe(0);
+    const big = await waiting;
+    expect(big).toBeGreaterThan(0n);
+    expect(await compat.freeDmaAsync(12345n)).toBe(-22);
+    expect(await compat.freeDmaAsync(big)).toBe(0);
+    expect(await compat.freeDmaAsync(big)).toBe(-22); // double free
+    await compat.disconnectService();
+  });
+
+  it('connects on first use to $PHYSMEM_SOCKET (no init call)', async () => {
+    const { socket } = await serve({ size: 64 * 1024 });
+    const old = process.env.PHYSMEM_SOCKET;
+    process.env.PHYSMEM_SOCKET = socket;
+    try {
+      await compat.disconnectService();
+      const a = await compat.allocateDmaAsync(4096, compat.GFP_ATOMIC);
+      expect(a).toBeGreaterThan(0n);
+      expect(await compat.freeDmaAsync(a)).toBe(0);
+    } finally {
+      if (old === undefined) delete process.env.PHYSMEM_SOCKET;
+      else process.env.PHYSMEM_SOCKET = old;
+      await compat.disconnectService();
+    }
+  });
+});
+
+// ---- fuzzing --------------------------------------------------------------
+
+/** Send frames on a fresh connection, end it, and collect every reply until the daemon closes. */
+function rawExchange(socket: string, chunks: Buffer[]): Promise<Reply[]> {
+  return new Promise((resolve, reject) => {
+    const s = connect(socket);
+    const d = new FrameDecoder(parseReply);
+    const replies: Reply[] = [];
+    let bad: string | undefined;
+    s.on('data', (c: Buffer) => {
+      for (const r of d.push(c)) {
+        if (r.kind === 'message') replies.push(r.message);
+        else bad = r.message;
+      }
+    });
+    s.on('error', reject);
+    s.on('close', () => (bad ? reject(new Error(`daemon sent a malformed reply: ${bad}`)) : resolve(replies)));
+    s.on('connect', () => {
+      for (const c of chunks) s.write(c);
+      s.end();
+    });
+  });
+}
+
+describe('fuzzing the daemon (fast-check)', () => {
+  it('answers >= 10,000 random and malformed frames with error replies; stays alive; state intact', async () => {
+    const { server, socket } = await serve({ size: 4 << 20, quarantineMs: 0 });
+    const victim = await client(socket);
+    const kept = await victim.allocAsync(12345);
+    kept.bytes.fill(0x77);
+    const named = await victim.allocAsync(100, { name: 'victim' }); // fuzz connections may attach it, never free it for us
+    named.bytes.fill(0x66);
+    const victimPhys = kept.phys.toString();
+
+    const header = (len: number, version: number) => {
+      const h = Buffer.alloc(5);
+      h.writeUInt32BE(len, 0);
+      h[4] = version;
+      return h;
+    };
+    const weird = fc.oneof(
+      fc.integer(), fc.double(), fc.string({ maxLength: 8 }), fc.constant(null), fc.boolean(), fc.constant(-1), fc.constant(0),
+      fc.constant(2 ** 32), fc.constant(2 ** 53), fc.constant(1.5), fc.constant('1'), fc.constant(victimPhys), fc.array(fc.integer(), { maxLength: 2 }),
+    );
+    type Gen = { bytes: Buffer; kind: 'framed' | 'fatal' };
+    const framedBody = (body: Buffer): Gen => ({ bytes: Buffer.concat([header(body.length + 1, PROTOCOL_VERSION), body]), kind: 'framed' });
+    const requestish = fc.record({
+      op: fc.constantFrom('hello', 'alloc', 'lookup', 'free', 'cancel', 'stats', 'list', 'check', 'bogus', '', '__proto__', 'constructor'),
+      id: fc.oneof(fc.integer({ min: 1, max: 1000 }), weird),
+      size: weird,
+      align: weird,
+      wait: fc.constantFrom(false, 'yes', 1, null), // never true: a frame that waits would get no reply within the run
+      timeoutMs: weird,
+      phys: weird,
+      target: weird,
+      name: fc.oneof(weird, fc.constantFrom('victim', 'n1', 'n2', 'a'.repeat(65))),
+      extra: weird,
+    }, { requiredKeys: ['op'] }).map((o) => framedBody(Buffer.from(JSON.stringify(o))));
+    const frameGen: fc.Arbitrary<Gen> = fc.oneof(
+      { weight: 6, arbitrary: requestish },
+      { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 3 }).map((v) => framedBody(Buffer.from(JSON.stringify(v) ?? 'null'))) },
+      { weight: 2, arbitrary: fc.uint8Array({ maxLength: 40 }).map((b) => framedBody(Buffer.from(b))) },
+      { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }).filter((v) => v !== PROTOCOL_VERSION).map((v) => ({ bytes: Buffer.concat([header(3, v), Buffer.from('{}')]), kind: 'fatal' as const })) },
+      { weight: 1, arbitrary: fc.constantFrom(0, MAX_FRAME + 1, 0x7fffffff, 0xffffffff).map((len) => ({ bytes: header(len, 1), kind: 'fatal' as const })) },
+    );
+    let frames = 0;
+    await fc.assert(fc.asyncProperty(
+      fc.array(frameGen, { minLength: 9, maxLength: 12 }),
+      fc.option(fc.uint8Array({ minLength: 1, maxLength: 32 }), { nil: undefined }), // trailing garbage
+      fc.nat(),
+      async (gens, tail, cutSeed) => {
+        frames += gens.length + (tail ? 1 : 0);
+        const all = Buffer.concat([...gens.map((g) => g.bytes), ...(tail ? [Buffer.from(tail)] : [])]);
+        const cut = all.length === 0 ? 0 : cutSeed % all.length; // split the write: partial frames must be reassembled
+        const replies = await rawExchange(socket, [all.subarray(0, cut), all.subarray(cut)]);
+        let expected = 0;
+        let fatal = false;
+        for (const g of gens) {
+          expected++;
+          if (g.kind === 'fatal') {
+            fatal = true;
+            break;
+          }
+        }
+        if (fatal || !tail) expect(replies.length).toBe(expected);
+        else expect(replies.length).toBeGreaterThanOrEqual(expected);
+        if (fatal) expect(replies[expected - 1]).toMatchObject({ id: 0, ok: false });
+        for (const r of replies) {
+          if (!r.ok) expect(r.code).toMatch(/^E[A-Z]+$/);
+          // Nobody frees the victim's block.
+          if (r.ok && 'phys' in r) expect(r.phys).not.toBe(victimPhys);
+        }
+      },
+    ), { numRuns: 1200 });
+    expect(frames).toBeGreaterThanOrEqual(10_000);
+    await sleep(20); // quarantine 0: the fuzz connections' blocks return on the next tick
+    server.check();
+    expect(kept.bytes.every((b) => b === 0x77)).toBe(true);
+    expect(named.bytes.every((b) => b === 0x66)).toBe(true);
+    const s = await victim.statsAsync();
+    expect(s.count).toBe(2);
+    expect(s.used).toBe(16384 + 4096);
+    await named.free();
+    expect(server.clientCount).toBe(1);
+    // Still serving.
+    const more = await victim.allocAsync(4096);
+    await more.free();
+    await kept.free();
+  });
+});
+
+describe('physmem status (collectStatus / formatStatus)', () => {
+  it('reports clients, their blocks, quarantine, free space and a map that tiles the pool exactly', async () => {
+    const { socket } = await serve({ size: 64 * 1024, quarantineMs: 5000 });
+    const a = await client(socket);
+    const b = await client(socket);
+    const a1 = await a.allocAsync(5000); // 2 pages
+    const b1 = await b.allocAsync(4096);
+    const gone = await client(socket);
+    await gone.allocAsync(100);
+    gone.destroy();
+    let r = await collectStatus(socket);
+    for (let i = 0; i < 100 && r.quarantine.blocks === 0; i++) r = (await sleep(5), await collectStatus(socket));
+    expect(r.backend).toBe('fake');
+    expect(r.total).toBe(64 * 1024);
+    expect(r.quarantine).toEqual({ blocks: 1, bytes: 100 });
+    expect(r.clients.map((c) => [c.client, c.blocks, c.bytes, c.quarantined])).toEqual([
+      [a.clientId, 1, 5000, false], [b.clientId, 1, 4096, false], [gone.clientId, 1, 100, true],
+    ]);
+    // The map covers the pool exactly, in order, without overlap.
+    let at = 0x1_0000_0000n;
+    for (const m of r.map) {
+      expect(BigInt(m.phys)).toBe(at);
+      at += BigInt(m.size);
+    }
+    expect(at).toBe(0x1_0000_0000n + 65536n);
+    const blocks = r.map.filter((m) => m.state !== 'free');
+    expect(blocks).toHaveLength(3);
+    expect(blocks.find((m) => m.phys === a1.phys.toString())).toMatchObject({ size: 8192, state: 'used', client: a.clientId });
+    expect(blocks.find((m) => m.phys === b1.phys.toString())).toMatchObject({ size: 4096, state: 'used', client: b.clientId });
+    expect(blocks.find((m) => m.state === 'quarantined')).toMatchObject({ size: 4096, client: gone.clientId });
+    expect(r.map.filter((m) => m.state === 'free').reduce((s, m) => s + m.size, 0)).toBe(r.free);
+    const text = formatStatus(r);
+    expect(text).toMatch(/quarantine 1 block\(s\) \/ 100 bytes/);
+    expect(text).toMatch(new RegExp(`client ${b.clientId} pid ${process.pid}: 1 block\\(s\\), 4096 bytes`));
+    expect(text).toMatch(/quarantined client \d+ pid \d+/);
+    // The picture: one rectangle per map entry, in the same states, spanning the bar exactly once.
+    const svg = renderStatusSvg(r);
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+    const rects = [...svg.matchAll(/<rect data-state="(\w+)" x="([\d.]+)" y="\d+" width="([\d.]+)"/g)];
+    expect(rects.map((m) => m[1])).toEqual(r.map.map((m) => m.state));
+    expect(rects.reduce((s, m) => s + Number(m[3]), 0)).toBeCloseTo(960, 0);
+    expect(svg).toMatch(new RegExp(`client ${a.clientId} pid ${process.pid}: 1 block\\(s\\), 5000 bytes`));
+    expect(svg).toMatch(/fragmentation \d+\.\d%/);
+    await a1.free();
+    await b1.free();
+  });
+});
+
+describe('named buffers', () => {
+  it('alloc({ name }) creates a buffer others attach with lookup(name); reference counted', async () => {
+    const { server, socket } = await serve({ size: 64 * 1024 });
+    const a = await client(socket);
+    const b = await client(socket);
+    const mine = await a.allocAsync(6000, { name: 'ring0' });
+    expect(mine.name).toBe('ring0');
+    mine.bytes.set([9, 8, 7], 5997);
+    const theirs = await b.lookup('ring0');
+    expect(theirs.phys).toBe(mine.phys);
+    expect(theirs.size).toBe(6000);
+    expect([...theirs.bytes.subarray(5997)]).toEqual([9, 8, 7]); // the same memory
+    await rejectsWith(b.lookup('ring0'), 'EEXIST'); // one hold per client
+    await rejectsWith(b.lookup('nope'), 'ENOENT');
+    await rejectsWith(a.allocAsync(64, { name: 'ring0' }), 'EEXIST');
+    await rejectsWith(a.allocAsync(64, { name: 'bad name!' }), 'EINVAL');
+    server.check();
+    await mine.free(); // b still holds it
+    expect((await b.statsAsync()).count).toBe(1);
+    expect(theirs.bytes[5999]).toBe(7);
+    const c = await client(socket);
+    const third = await c.lookup('ring0'); // still attachable while held
+    await third.free();
+    await theirs.free(); // last holder: freed, name gone
+    expect((await b.statsAsync()).count).toBe(0);
+    await rejectsWith(b.lookup('ring0'), 'ENOENT');
+    server.check();
+  });
+
+  it('a holder that is not the creator cannot be bypassed: a non-holder gets EPERM', async () => {
+    const { socket } = await serve({ size: 64 * 1024 });
+    const a = await client(socket);
+    const shared = await a.allocAsync(4096, { name: 'shared' });
+    const raw = await rawExchange(socket, [encodeFrame({ op: 'free', id: 1, phys: shared.phys.toString() })]);
+    expect(raw).toEqual([{ id: 1, ok: false, code: 'EPERM', message: expect.any(String) }]);
+    await shared.free();
+  });
+
+  it('survives its creator\'s disconnect while others hold it; the last holder\'s disconnect quarantines it', async () => {
+    const { server, socket } = await serve({ size: 64 * 1024, quarantineMs: 200 });
+    const a = await client(socket);
+    const b = await client(socket);
+    const watcher = await client(socket);
+    await a.allocAsync(4096, { name: 'frame' });
+    const held = await b.lookup('frame');
+    held.bytes[0] = 42;
+    a.destroy();
+    let s = await watcher.statsAsync();
+    for (let i = 0; i < 100 && s.clients !== 2; i++) s = (await sleep(5), await watcher.statsAsync());
+    expect(s.quarantinedBlocks).toBe(0); // b still holds it
+    expect(s.count).toBe(1);
+    expect(held.bytes[0]).toBe(42);
+    server.check();
+    b.destroy();
+    for (let i = 0; i < 100 && s.clients !== 1; i++) s = (await sleep(5), await watcher.statsAsync());
+    expect(s.quarantinedBlocks).toBe(1);
+    await rejectsWith(watcher.lookup('frame'), 'ENOENT'); // no new holders during the quarantine
+    server.check();
+    for (let i = 0; i < 100 && s.count !== 0; i++) s = (await sleep(20), await watcher.statsAsync());
+    expect(s.count).toBe(0);
+    server.check();
+  });
+});
