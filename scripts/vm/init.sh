@@ -52,7 +52,17 @@ mkdir -p /host/dev/pts /host/dev/shm /host/dev/hugepages
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
 mount -t hugetlbfs hugetlbfs /host/dev/hugepages
+# A repository under /tmp (a CI checkout, say) would be hidden by the guest's
+# own /tmp: bind it aside first and put it back on top of the tmpfs.
+REPO=$(cat /results/repo-root 2>/dev/null)
+case "$REPO" in
+/tmp/*) mkdir -p /mnt/repo && mount --bind "/host$REPO" /mnt/repo || fail "bind $REPO" ;;
+*) REPO="" ;;
+esac
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp || fail "mount /host/tmp"
+if [ -n "$REPO" ]; then
+	mkdir -p "/host$REPO" && mount --bind /mnt/repo "/host$REPO" || fail "rebind $REPO"
+fi
 # /run is a tmpfs on real systems; physmem keeps its region locks in /run/physmem.
 mount -t tmpfs -o mode=0755 tmpfs /host/run || fail "mount /host/run"
 mkdir -p /host/tmp/physmem-vm-results
@@ -74,6 +84,7 @@ fi
 echo "$rc" > /results/exit-code
 sync
 umount /host/tmp/physmem-vm-results 2>/dev/null
+[ -n "$REPO" ] && umount "/host$REPO" 2>/dev/null
 umount /results 2>/dev/null
 echo "PHYSMEM-VM: exit $rc"
 poweroff -f

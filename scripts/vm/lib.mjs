@@ -393,6 +393,7 @@ export async function boot(o) {
     JSON.stringify({ name: config.name, description: config.description, kernelArgs: config.kernelArgs, memory: config.memory, ...config.expect }, null, 2),
   );
   fs.writeFileSync(path.join(resultsDir, 'setup.sh'), setupScript(config));
+  fs.writeFileSync(path.join(resultsDir, 'repo-root'), `${REPO_ROOT}\n`);
   fs.writeFileSync(path.join(resultsDir, 'cmd.sh'), commandScript(config, o.command ?? 'exec /bin/sh -i', o.env ?? {}));
   if (o.interactive) fs.writeFileSync(path.join(resultsDir, 'interactive'), '');
 
