@@ -5,7 +5,12 @@
  *
  * Sub-paths: `physmem/allocator` (the pure range allocator),
  * `physmem/compat` (the original allocator module's C API),
- * `physmem/testing` (FakeDmaDevice for CI).
+ * `physmem/testing` (FakeDmaDevice for CI), `physmem/pci` (PciDevice and
+ * exact-width MMIO over BARs).
+ *
+ * Backends: fake, devmem, udmabuf, hugepage, and a daemon's pool through
+ * `openPool({ service })`. Region locks keep two programs from handing out
+ * the same memory.
  * @module
  */
 export { openPool, openPoolSync, probeRealBackends } from './open.js';
