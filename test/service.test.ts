@@ -357,10 +357,6 @@ describe('socket permissions, directory and lock', () => {
     expect(existsSync(socket + '.lock')).toBe(false);
   });
 
-  it('--state-dir (the journal) is refused with ENOTSUP until implemented', async () => {
-    await rejectsWith(startServer({ socket: join(root, 'sd', 's.sock'), stateDir: root, log: () => undefined }), 'ENOTSUP');
-  });
-
   it('connecting to a socket where no daemon listens fails with a hint', async () => {
     const e = await rejectsWith(ServicePool.connect(join(root, 'nothing.sock')), 'ENOENT');
     expect(e.message).toMatch(/physmem serve/);

@@ -81,13 +81,17 @@ export function buildProgram(): Command {
     .requiredOption('--socket <path>', 'Unix socket path (its directory is created mode 0700, 0750 with --group)')
     .addOption(new Option('--backend <name>', 'memory to serve').choices(['fake', 'devmem']).default('fake'))
     .option('--size <bytes>', 'size of a fake pool (e.g. 64M)', parseSize)
-    .option('--state-dir <dir>', 'journal directory (not implemented yet: refused)')
+    .option('--state-dir <dir>', 'journal directory: the live blocks are kept there, so a restarted daemon (even after kill -9) keeps them and clients reclaim theirs with their tokens')
+    .option('--grace-ms <n>', 'with --state-dir: how long restored blocks wait to be reclaimed before they are released (default 10000)', (v: string) => {
+      if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a non-negative integer');
+      return Number(v);
+    })
     .option('--quarantine-ms <n>', "how long a disconnected client's blocks stay allocated", (v: string) => {
       if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a non-negative integer');
       return Number(v);
     })
     .option('--group <name>', 'group allowed to connect (socket mode 0660)')
-    .action(async (o: { socket: string; backend: 'fake' | 'devmem'; size?: number; stateDir?: string; quarantineMs?: number; group?: string }) => {
+    .action(async (o: { socket: string; backend: 'fake' | 'devmem'; size?: number; stateDir?: string; graceMs?: number; quarantineMs?: number; group?: string }) => {
       const { runServe } = await import('../service/cli.js');
       await runServe(o);
     });

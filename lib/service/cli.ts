@@ -12,8 +12,10 @@ export interface ServeCommandOptions {
   backend: 'fake' | 'devmem';
   /** Fake memory size in bytes. */
   size?: number;
-  /** Journal directory (not implemented yet: refused). */
+  /** Journal directory: blocks survive a daemon restart. */
   stateDir?: string;
+  /** With `stateDir`: how long restored blocks wait to be reclaimed, ms. */
+  graceMs?: number;
   /** Quarantine of a disconnected client's blocks, ms. */
   quarantineMs?: number;
   /** Group allowed to connect. */
@@ -28,6 +30,7 @@ export async function runServe(o: ServeCommandOptions): Promise<void> {
   const opts: ServeOptions = { socket: o.socket, backend: o.backend };
   if (o.size !== undefined) opts.size = o.size;
   if (o.stateDir !== undefined) opts.stateDir = o.stateDir;
+  if (o.graceMs !== undefined) opts.graceMs = o.graceMs;
   if (o.quarantineMs !== undefined) opts.quarantineMs = o.quarantineMs;
   if (o.group !== undefined) opts.group = o.group;
   // Listen for signals before the socket exists: a SIGTERM that arrives while

@@ -48,6 +48,8 @@ export interface ServiceStats extends Omit<PoolStats, 'ranges'> {
   quarantinedBlocks: number;
   /** Their bytes (as asked for). */
   quarantinedBytes: number;
+  /** Blocks restored from the journal after a daemon restart that no client has reclaimed yet. */
+  orphanBlocks: number;
   /** The physical ranges the daemon manages. */
   ranges: { start: bigint; size: number }[];
 }
@@ -77,13 +79,20 @@ export class ServiceBuffer {
   readonly bytes: Uint8Array;
   /** The name of a named buffer; undefined otherwise. */
   readonly name: string | undefined;
+  /**
+   * The block's token (32 hex digits): after a daemon restart with a journal (`--state-dir`),
+   * {@link ServicePool.reclaim} with it takes the block back. Keep it somewhere that survives
+   * the daemon (this process, or a file of yours); it is undefined with an older daemon.
+   */
+  readonly token: string | undefined;
   readonly #pool: ServicePool;
   readonly #mapping: Mapping;
   readonly #view: number;
 
   /** @internal Created by {@link ServicePool.allocAsync}. */
-  constructor(pool: ServicePool, phys: bigint, bus: bigint, size: number, mapping: Mapping, view: number, name?: string) {
+  constructor(pool: ServicePool, phys: bigint, bus: bigint, size: number, mapping: Mapping, view: number, name?: string, token?: string) {
     this.#pool = pool;
+    this.token = token;
     this.name = name;
     this.phys = phys;
     this.bus = bus;
@@ -310,9 +319,25 @@ export class ServicePool {
       this.#request({ op: 'free', phys: phys.toString() }).catch(() => undefined);
       throw e;
     }
-    const buf = new ServiceBuffer(this, phys, BigInt(reply.bus as string), size, mapping, mapping.view(0, size), reply.name as string | undefined);
+    const buf = new ServiceBuffer(this, phys, BigInt(reply.bus as string), size, mapping, mapping.view(0, size), reply.name as string | undefined, reply.token as string | undefined);
     this.#live.set(phys, buf);
     return buf;
+  }
+
+  /**
+   * After a daemon restart with a journal (`--state-dir`), take back the blocks these tokens
+   * ({@link ServiceBuffer.token}) were returned with, content intact, mapped here again. All or
+   * none; at most 128 tokens per call. Blocks nobody reclaims within the daemon's grace period
+   * (`--grace-ms`) are released.
+   * @throws {PhysmemError} (rejected) ENOENT when a token matches no restored block (unknown,
+   *   already reclaimed, or its grace period is over); EINVAL for a malformed token.
+   */
+  async reclaim(tokens: readonly string[]): Promise<ServiceBuffer[]> {
+    if (!Array.isArray(tokens)) throw invalidArgument('tokens must be an array of token strings');
+    const r = await this.#request({ op: 'reclaim', tokens: [...tokens] });
+    const out: ServiceBuffer[] = [];
+    for (const b of r.blocks as OkReply[]) out.push(this.#mapBlock(b));
+    return out;
   }
 
   /** @internal Used by {@link ServiceBuffer.free}. */
@@ -336,6 +361,7 @@ export class ServicePool {
       clients: r.clients as number,
       quarantinedBlocks: r.quarantinedBlocks as number,
       quarantinedBytes: r.quarantinedBytes as number,
+      orphanBlocks: (r.orphanBlocks as number | undefined) ?? 0,
       ranges: (r.ranges as { start: string; size: number }[]).map((x) => ({ start: BigInt(x.start), size: x.size })),
     };
   }

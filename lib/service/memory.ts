@@ -11,8 +11,8 @@
  *   address); clients need to open /dev/mem too (root, or CAP_SYS_RAWIO).
  * @module
  */
-import { chmodSync, chownSync, closeSync, ftruncateSync, openSync, constants as fsConstants } from 'node:fs';
-import { invalidArgument } from '../errors.js';
+import { chmodSync, chownSync, closeSync, fstatSync, ftruncateSync, openSync, constants as fsConstants } from 'node:fs';
+import { PhysmemError, invalidArgument } from '../errors.js';
 import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native } from '../native.js';
 import { openDevmemBackend, type DevmemBackendOptions } from '../backends/devmem.js';
@@ -47,6 +47,8 @@ export interface FakeFileMemoryOptions {
   mode: number;
   /** Group owning the file, when shared with a group. */
   gid?: number;
+  /** Reuse the existing file and its content (a restart with a journal); it must have exactly `size` bytes (page-rounded). */
+  keep?: boolean;
 }
 
 /** Create the fake memory file and map it. @throws {PhysmemError} EINVAL for a bad size; open/mmap errors. */
@@ -55,9 +57,13 @@ export function openFakeFileMemory(o: FakeFileMemoryOptions): ServiceMemory {
   if (!Number.isSafeInteger(o.size) || o.size <= 0) throw invalidArgument(`size must be a positive integer, got ${String(o.size)}`);
   const size = Math.ceil(o.size / page) * page;
   // O_EXCL|O_NOFOLLOW: the directory is ours, but never follow a planted link.
-  const fd0 = openSync(o.path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, o.mode);
+  // keep: the journal's live blocks are in this file, so it must be reused as is, never truncated.
+  const fd0 = openSync(o.path, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW | (o.keep ? 0 : fsConstants.O_CREAT | fsConstants.O_EXCL), o.mode);
   try {
-    ftruncateSync(fd0, size);
+    if (o.keep) {
+      const have = fstatSync(fd0).size;
+      if (have !== size) throw new PhysmemError('EIO', `the memory file has ${have} bytes, the journal's pool ${size}`, { path: o.path, hint: 'restart with the same --size as before' });
+    } else ftruncateSync(fd0, size);
     if (o.gid !== undefined) chownSync(o.path, process.getuid?.() ?? 0, o.gid);
     chmodSync(o.path, o.mode); // umask may have cut the group bits
   } finally {

@@ -50,9 +50,14 @@ export interface StatsRequest { op: 'stats'; id: number }
 export interface ListRequest { op: 'list'; id: number }
 /** `check`: run the daemon allocator's invariant check (EIO reply on corruption). */
 export interface CheckRequest { op: 'check'; id: number }
+/** `reclaim`: after a daemon restart, take back the blocks these tokens were returned with (all or none: ENOENT if one is unknown). */
+export interface ReclaimRequest { op: 'reclaim'; id: number; tokens: string[] }
+
+/** Most tokens in one `reclaim` (keeps the reply inside one frame). */
+export const MAX_RECLAIM = 128;
 
 /** Every request a client may send. */
-export type Request = HelloRequest | AllocRequest | LookupRequest | FreeRequest | CancelRequest | StatsRequest | ListRequest | CheckRequest;
+export type Request = HelloRequest | AllocRequest | LookupRequest | FreeRequest | CancelRequest | StatsRequest | ListRequest | CheckRequest | ReclaimRequest;
 
 /** What a buffer name may be: 1 to 64 of A-Z a-z 0-9 . _ - */
 export const NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
@@ -163,6 +168,7 @@ const FIELDS: Readonly<Record<Request['op'], readonly string[]>> = {
   stats: ['op', 'id'],
   list: ['op', 'id'],
   check: ['op', 'id'],
+  reclaim: ['op', 'id', 'tokens'],
 };
 
 /**
@@ -208,6 +214,13 @@ export function parseRequest(v: unknown): DecodeResult<Request> {
     case 'cancel':
       if (!isId(v.target)) return bad(`target must be an integer in [1, ${MAX_ID}]`);
       return { kind: 'message', message: { op, id, target: v.target } };
+    case 'reclaim': {
+      const t = v.tokens;
+      if (!Array.isArray(t) || t.length < 1 || t.length > MAX_RECLAIM) return bad(`tokens must be an array of 1 to ${MAX_RECLAIM} tokens`);
+      if (!t.every((x): x is string => typeof x === 'string' && /^[0-9a-f]{32}$/.test(x))) return bad('each token must be 32 lowercase hex digits');
+      if (new Set(t).size !== t.length) return bad('a token appears twice');
+      return { kind: 'message', message: { op, id, tokens: t } };
+    }
     default:
       return { kind: 'message', message: { op: op as 'hello' | 'stats' | 'list' | 'check', id } };
   }

@@ -13,13 +13,26 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { closeSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, writeSync, chmodSync, chownSync, constants as fsConstants } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { PhysmemError, hasCode, invalidArgument } from '../errors.js';
-import { RangeAllocator } from '../allocator/index.js';
+import { RangeAllocator, MAX_OWNER } from '../allocator/index.js';
 import { native, toPhysmemError, type PeerCredentials } from '../native.js';
 import type { DevmemBackendOptions } from '../backends/devmem.js';
 import { FrameDecoder, encodeFrame, parseRequest, type AllocRequest, type Reply, type Request } from './protocol.js';
+import { journalPath, newToken, readJournal, writeJournal, type JournalBlock, type JournalData } from './journal.js';
 
 // Owner tag of named buffers: they outlive their creator, so no client's freeAll may take them. Client ids start at 1.
 const NAMED_OWNER = 0;
+// Owner tag of blocks restored from the journal that nobody has reclaimed yet: no client id reaches it.
+const ORPHAN_OWNER = MAX_OWNER;
+
+// A journaled block waiting (after a restart) for the client holding its token.
+interface Orphan {
+  readonly addr: number;
+  readonly size: number;
+  readonly pid: number;
+  readonly token: string;
+  readonly name: string | undefined;
+  readonly quarantined: boolean; // its client was already gone: nobody may reclaim it
+}
 
 interface Named {
   readonly name: string;
@@ -39,8 +52,14 @@ export interface ServeOptions {
   size?: number;
   /** Options of the devmem backend. */
   devmem?: DevmemBackendOptions;
-  /** The journal's directory. Not implemented yet: giving one fails with ENOTSUP. */
+  /**
+   * The journal's directory (created mode 0700 if missing): the table of live blocks is kept in
+   * `journal.json` there, so a daemon killed and restarted with the same directory keeps every
+   * block, and clients take theirs back with {@link ServicePool.reclaim}. Without it, a restart loses every block.
+   */
   stateDir?: string;
+  /** With `stateDir`: how long after a restart the restored blocks wait to be reclaimed before they are released. Default 10,000 ms. */
+  graceMs?: number;
   /** How long a disconnected client's blocks stay allocated before reuse (a device may still DMA into them). Default 1000 ms. */
   quarantineMs?: number;
   /** Group allowed to connect: socket mode 0660 and that group, instead of 0600. */
@@ -51,6 +70,8 @@ export interface ServeOptions {
 
 /** Default quarantine of a disconnected client's blocks, in ms. */
 export const DEFAULT_QUARANTINE_MS = 1000;
+/** Default grace period of restored blocks after a restart with a journal, in ms. */
+export const DEFAULT_GRACE_MS = 10_000;
 /** Default size of the fake memory a daemon serves: 64 MiB. */
 export const SERVICE_DEFAULT_SIZE = 64 * 1024 * 1024;
 
@@ -70,6 +91,8 @@ export interface ServiceBlock {
   name?: string;
   /** For a named buffer: the client ids holding it (`client` is the first). */
   holders?: number[];
+  /** True for a block restored from the journal that no client has reclaimed yet (`client` is 0, `pid` its old owner's). */
+  orphan?: boolean;
 }
 
 interface Client {
@@ -206,11 +229,15 @@ export class ServiceServer {
   readonly #lockPath: string;
   readonly #page: number;
   readonly #largestRange: number;
+  readonly #journal: string | undefined; // path of journal.json, when there is a state directory
+  readonly #tokens = new Map<number, string>(); // address -> token of every live block (orphans aside)
+  readonly #orphans = new Map<string, Orphan>(); // by token
+  #graceTimer: NodeJS.Timeout | undefined;
   #nextClient = 1;
   #closed: Promise<void> | undefined;
 
   /** @internal Use {@link startServer}. */
-  constructor(server: Server, memory: ServiceMemory, o: { socket: string; lockPath: string; quarantineMs: number; log: (line: string) => void }) {
+  constructor(server: Server, memory: ServiceMemory, o: { socket: string; lockPath: string; quarantineMs: number; log: (line: string) => void; journal?: string; restored?: JournalData; graceMs?: number }) {
     this.#server = server;
     this.#memory = memory;
     this.socketPath = o.socket;
@@ -220,7 +247,90 @@ export class ServiceServer {
     this.#page = native().pageSize();
     this.#alloc = new RangeAllocator(memory.ranges.map((r) => ({ start: r.start, size: r.size })));
     this.#largestRange = Math.max(...memory.ranges.map((r) => r.size));
+    this.#journal = o.journal;
+    if (o.restored !== undefined && o.journal !== undefined) this.#restore(o.journal, o.restored, o.graceMs ?? DEFAULT_GRACE_MS);
     server.on('connection', (s) => this.#accept(s));
+  }
+
+  // Put every journaled block back into the allocator, owned by nobody, until reclaimed or the grace period ends.
+  #restore(path: string, j: JournalData, graceMs: number): void {
+    const total = this.#alloc.stats().total;
+    if (j.backend !== this.#memory.name || j.total !== total) {
+      throw new PhysmemError('EIO', `the journal describes a ${j.total}-byte ${j.backend} pool, this daemon serves a ${total}-byte ${this.#memory.name} pool`, {
+        path,
+        hint: 'restart with the same --backend and --size as before, or move the journal away (its blocks are then lost)',
+      });
+    }
+    for (const b of j.blocks) {
+      const addr = Number(b.phys);
+      let got = -1;
+      try {
+        got = this.#alloc.alloc(this.#rounded(b.size), { at: addr, owner: ORPHAN_OWNER });
+      } catch {
+        /* reported below */
+      }
+      if (got !== addr) {
+        throw new PhysmemError('EIO', `the journal's block at 0x${addr.toString(16)} (${b.size} bytes) lies outside the pool or overlaps another`, {
+          path,
+          hint: 'the journal does not match this memory: restart with the same options as before, or move the journal away (its blocks are then lost)',
+        });
+      }
+      this.#orphans.set(b.token, { addr, size: b.size, pid: b.pid, token: b.token, name: b.name, quarantined: b.quarantined === true });
+    }
+    if (this.#orphans.size === 0) return;
+    this.#log(`event=restore blocks=${this.#orphans.size} graceMs=${graceMs}`);
+    this.#graceTimer = setTimeout(() => this.#releaseOrphans(), graceMs);
+  }
+
+  #releaseOrphans(): void {
+    this.#graceTimer = undefined;
+    let bytes = 0;
+    const n = this.#orphans.size;
+    // The memory is zeroed when handed out again (#grant), like any freed block.
+    for (const o of this.#orphans.values()) bytes += this.#alloc.free(o.addr);
+    this.#orphans.clear();
+    this.#log(`event=release-orphans blocks=${n} bytes=${bytes}`);
+    this.#persistOrLog();
+    this.#serveWaiters();
+  }
+
+  #rounded(size: number): number {
+    return Math.ceil(size / this.#page) * this.#page;
+  }
+
+  // The table as the journal keeps it: every block still allocated, whoever holds it.
+  #table(): JournalData {
+    const blocks: JournalBlock[] = [];
+    const tok = (a: number) => this.#tokens.get(a) ?? '';
+    for (const c of this.#clients.values()) {
+      for (const [a, size] of c.blocks) if (!this.#namedAt.has(a)) blocks.push({ phys: String(a), size, token: tok(a), pid: c.cred.pid });
+    }
+    for (const n of this.#named.values()) {
+      blocks.push({ phys: String(n.addr), size: n.size, token: tok(n.addr), pid: this.#clients.get([...n.holders][0])?.cred.pid ?? 0, name: n.name });
+    }
+    for (const q of this.#quarantine.values()) for (const [a, size] of q.list) blocks.push({ phys: String(a), size, token: tok(a), pid: q.pid, quarantined: true });
+    for (const o of this.#orphans.values()) {
+      const b: JournalBlock = { phys: String(o.addr), size: o.size, token: o.token, pid: o.pid };
+      if (o.name !== undefined) b.name = o.name;
+      if (o.quarantined) b.quarantined = true;
+      blocks.push(b);
+    }
+    return { version: 1, backend: this.#memory.name, total: this.#alloc.stats().total, blocks };
+  }
+
+  // Write the journal; throws. Used where a block is handed out: the reply must not go before the journal has it.
+  #persist(): void {
+    if (this.#journal !== undefined) writeJournal(this.#journal, this.#table());
+  }
+
+  // Write the journal after a block went away: if that fails, the old journal only lists a block too many,
+  // which a restart would hold for the grace period and release: safe, so log and go on.
+  #persistOrLog(): void {
+    try {
+      this.#persist();
+    } catch (e) {
+      this.#log(`event=journal-error message=${JSON.stringify(String((e as Error)?.message ?? e))}`);
+    }
   }
 
   /** Number of connected clients. */
@@ -249,12 +359,16 @@ export class ServiceServer {
     }
     owned += this.#named.size;
     for (const q of this.#quarantine.values()) owned += q.blocks;
+    for (const o of this.#orphans.values()) {
+      if (this.#alloc.ownerOf(o.addr) !== ORPHAN_OWNER) throw new PhysmemError('EIO', `restored block 0x${o.addr.toString(16)} is not allocated to nobody`);
+    }
+    owned += this.#orphans.size;
     const count = this.#alloc.stats().count;
     if (owned !== count) throw new PhysmemError('EIO', `clients and quarantine hold ${owned} blocks but the allocator has ${count}`);
   }
 
   /** Pool usage, clients and quarantine. */
-  stats(): { backend: string; total: number; used: number; free: number; largestFree: number; count: number; waiting: number; busOffset: string; clients: number; quarantinedBlocks: number; quarantinedBytes: number; ranges: { start: string; size: number }[] } {
+  stats(): { backend: string; total: number; used: number; free: number; largestFree: number; count: number; waiting: number; busOffset: string; clients: number; quarantinedBlocks: number; quarantinedBytes: number; orphanBlocks: number; ranges: { start: string; size: number }[] } {
     const s = this.#alloc.stats();
     let qb = 0;
     let qbytes = 0;
@@ -274,6 +388,7 @@ export class ServiceServer {
       clients: this.#clients.size,
       quarantinedBlocks: qb,
       quarantinedBytes: qbytes,
+      orphanBlocks: this.#orphans.size,
       ranges: this.#memory.ranges.map((r) => ({ start: String(r.start), size: r.size })),
     };
   }
@@ -289,12 +404,18 @@ export class ServiceServer {
       out.push({ phys: String(n.addr), size: n.size, client: holders[0], pid: this.#clients.get(holders[0])?.cred.pid ?? 0, quarantined: false, name: n.name, holders });
     }
     for (const [id, q] of this.#quarantine) for (const [a, size] of q.list) out.push({ phys: String(a), size, client: id, pid: q.pid, quarantined: true });
+    for (const o of this.#orphans.values()) {
+      const b: ServiceBlock = { phys: String(o.addr), size: o.size, client: 0, pid: o.pid, quarantined: true, orphan: true };
+      if (o.name !== undefined) b.name = o.name;
+      out.push(b);
+    }
     return out.sort((x, y) => Number(BigInt(x.phys) - BigInt(y.phys)));
   }
 
   /**
    * Stop: refuse new connections, disconnect clients, free everything, remove
-   * the socket, the memory file and the lock file. Idempotent.
+   * the socket, the memory file and the lock file. Idempotent. With a journal, the journal and the
+   * memory file stay: its blocks survive the restart like after a crash.
    */
   close(): Promise<void> {
     this.#closed ??= new Promise<void>((resolve) => {
@@ -308,9 +429,10 @@ export class ServiceServer {
       this.#clients.clear();
       for (const q of this.#quarantine.values()) clearTimeout(q.timer);
       this.#quarantine.clear();
+      if (this.#graceTimer) clearTimeout(this.#graceTimer);
       this.#alloc.freeAll();
       this.#memory.close();
-      if (this.#memory.name === 'fake') rmSync(this.#memory.devicePath, { force: true });
+      if (this.#memory.name === 'fake' && this.#journal === undefined) rmSync(this.#memory.devicePath, { force: true });
       rmSync(this.#lockPath, { force: true });
     });
     return this.#closed;
@@ -393,6 +515,8 @@ export class ServiceServer {
         this.#send(c, this.#blockReply(req.id, n.addr, n.size, n.name));
         return;
       }
+      case 'reclaim':
+        return this.#reclaim(c, req.id, req.tokens);
       case 'free':
         return this.#free(c, req.id, req.phys);
       case 'cancel': {
@@ -422,7 +546,7 @@ export class ServiceServer {
   // Round up to whole pages at page alignment: a client maps its block
   // itself, and mmap works in pages, so a block must never share a page.
   #tryAlloc(c: Client, req: AllocRequest): number {
-    const rounded = Math.ceil(req.size / this.#page) * this.#page;
+    const rounded = this.#rounded(req.size);
     const align = Math.max(req.align ?? this.#page, this.#page);
     if (align > this.#largestRange) throw invalidArgument(`align ${align} is larger than the pool`);
     return this.#alloc.alloc(rounded, { align, owner: req.name === undefined ? c.id : NAMED_OWNER });
@@ -440,9 +564,60 @@ export class ServiceServer {
       this.#named.set(n.name, n);
       this.#namedAt.set(addr, n);
     }
-    this.#memory.zero(addr, Math.ceil(req.size / this.#page) * this.#page);
+    this.#memory.zero(addr, this.#rounded(req.size));
     c.blocks.set(addr, req.size);
+    this.#tokens.set(addr, newToken());
+    try {
+      this.#persist();
+    } catch (e) {
+      // Not in the journal: a restart would hand it out again, so the client must not get it.
+      c.blocks.delete(addr);
+      this.#tokens.delete(addr);
+      const n = this.#namedAt.get(addr);
+      if (n !== undefined) this.#letGo(c, n);
+      this.#alloc.free(addr);
+      this.#send(c, errorReply(req.id, new PhysmemError('EIO', `cannot write the journal: ${(e as Error)?.message ?? String(e)}`, { hint: 'check the --state-dir file system (full? read-only?)' })));
+      return;
+    }
     this.#send(c, this.#blockReply(req.id, addr, req.size, req.name));
+  }
+
+  #reclaim(c: Client, id: number, tokens: string[]): void {
+    // All or none, checked before any change.
+    for (const [i, t] of tokens.entries()) {
+      const o = this.#orphans.get(t);
+      if (o === undefined || o.quarantined) {
+        throw new PhysmemError('ENOENT', `no restored block waits for token ${i + 1} of ${tokens.length}`, {
+          hint: 'a token is valid once, after a daemon restart, within its grace period (--grace-ms)',
+        });
+      }
+      if (o.name !== undefined && this.#named.has(o.name)) throw nameTaken(o.name);
+    }
+    const blocks: Record<string, unknown>[] = [];
+    for (const t of tokens) {
+      const o = this.#orphans.get(t)!;
+      this.#orphans.delete(t);
+      // Re-own it: free and take the same range back at once (nothing runs in between).
+      this.#alloc.free(o.addr);
+      const got = this.#alloc.alloc(this.#rounded(o.size), { at: o.addr, owner: o.name === undefined ? c.id : NAMED_OWNER });
+      if (got !== o.addr) throw new PhysmemError('EIO', `internal error: could not re-own 0x${o.addr.toString(16)}`);
+      if (o.name !== undefined) {
+        const n: Named = { name: o.name, addr: o.addr, size: o.size, holders: new Set([c.id]) };
+        this.#named.set(n.name, n);
+        this.#namedAt.set(n.addr, n);
+      }
+      c.blocks.set(o.addr, o.size);
+      this.#tokens.set(o.addr, t);
+      const { id: _id, ok: _ok, ...info } = this.#blockReply(0, o.addr, o.size, o.name) as Record<string, unknown>;
+      blocks.push(info);
+    }
+    if (this.#orphans.size === 0 && this.#graceTimer) {
+      clearTimeout(this.#graceTimer);
+      this.#graceTimer = undefined;
+    }
+    this.#persistOrLog();
+    this.#log(`event=reclaim-tokens client=${c.id} pid=${c.cred.pid} blocks=${tokens.length}`);
+    this.#send(c, { id, ok: true, blocks });
   }
 
   #blockReply(id: number, addr: number, size: number, name: string | undefined): Reply {
@@ -454,6 +629,8 @@ export class ServiceServer {
       size,
       offset: this.#memory.fileOffset(addr).toString(),
     };
+    const token = this.#tokens.get(addr);
+    if (token !== undefined) r.token = token;
     if (name !== undefined) r.name = name;
     return r;
   }
@@ -476,7 +653,7 @@ export class ServiceServer {
 
   #allocRequest(c: Client, req: AllocRequest): void {
     if (req.size > this.#largestRange) throw this.#noMemory(req.size);
-    if (req.name !== undefined && this.#named.has(req.name)) throw nameTaken(req.name);
+    if (req.name !== undefined && (this.#named.has(req.name) || [...this.#orphans.values()].some((o) => o.name === req.name))) throw nameTaken(req.name);
     // First come, first served: nobody overtakes an allocation already waiting.
     if (this.#waiters.length === 0 || !req.wait) {
       const addr = this.#tryAlloc(c, req);
@@ -535,7 +712,11 @@ export class ServiceServer {
     }
     c.blocks.delete(addr);
     const n = this.#namedAt.get(addr);
-    if (n === undefined || this.#letGo(c, n)) this.#alloc.free(addr);
+    if (n === undefined || this.#letGo(c, n)) {
+      this.#alloc.free(addr);
+      this.#tokens.delete(addr);
+      this.#persistOrLog();
+    }
     this.#send(c, { id, ok: true });
     if (this.#waiters.length !== 0) this.#serveWaiters();
   }
@@ -569,11 +750,16 @@ export class ServiceServer {
     const timer = setTimeout(() => {
       this.#quarantine.delete(c.id);
       let freed = 0;
-      for (const addr of list.keys()) freed += this.#alloc.free(addr);
+      for (const addr of list.keys()) {
+        freed += this.#alloc.free(addr);
+        this.#tokens.delete(addr);
+      }
+      this.#persistOrLog();
       this.#log(`event=reclaim client=${c.id} pid=${c.cred.pid} blocks=${n} bytes=${freed}`);
       this.#serveWaiters();
     }, this.#quarantineMs);
     this.#quarantine.set(c.id, { timer, blocks: n, bytes, pid: c.cred.pid, list });
+    this.#persistOrLog(); // now marked quarantined: not reclaimable after a restart
   }
 }
 
@@ -588,15 +774,16 @@ function defaultLog(line: string): void {
 /**
  * Start a daemon serving one pool on a Unix socket.
  * @throws {PhysmemError} EBUSY when another daemon serves this socket; EPERM/ENOTDIR for an unsafe
- *   socket directory; ENOTSUP for `stateDir` (the journal is not implemented yet); the backend's errors.
+ *   socket directory or state directory; EIO when the journal in `stateDir` is unreadable or does not
+ *   match the memory (it refuses rather than forget live blocks); the backend's errors.
  */
 export async function startServer(options: ServeOptions): Promise<ServiceServer> {
   if (typeof options !== 'object' || options === null || typeof options.socket !== 'string' || options.socket === '') {
     throw invalidArgument('options.socket must be a path');
   }
-  if (options.stateDir !== undefined) {
-    throw new PhysmemError('ENOTSUP', 'the journal (--state-dir) is not implemented in this version', { hint: 'run without --state-dir: blocks do not survive a daemon restart' });
-  }
+  if (options.stateDir !== undefined && (typeof options.stateDir !== 'string' || options.stateDir === '')) throw invalidArgument('options.stateDir must be a directory path');
+  const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
+  if (!Number.isInteger(graceMs) || graceMs < 0 || graceMs > 2 ** 31 - 1) throw invalidArgument(`graceMs must be an integer in [0, 2^31 - 1], got ${String(graceMs)}`);
   const quarantineMs = options.quarantineMs ?? DEFAULT_QUARANTINE_MS;
   if (!Number.isInteger(quarantineMs) || quarantineMs < 0 || quarantineMs > 2 ** 31 - 1) throw invalidArgument(`quarantineMs must be an integer in [0, 2^31 - 1], got ${String(quarantineMs)}`);
   const backend = options.backend ?? 'fake';
@@ -610,23 +797,46 @@ export async function startServer(options: ServeOptions): Promise<ServiceServer>
   const lockPath = join(dir, `${basename(socket)}.lock`);
   takeLock(lockPath);
   let memory: ServiceMemory | undefined;
+  let server: Server | undefined;
+  // With live blocks in the journal, the fake memory file holds their content: reuse it, never remove it.
+  let keepMemory = false;
+  const memPath = join(dir, `${basename(socket)}.mem`);
   try {
+    let journal: string | undefined;
+    let restored: JournalData | undefined;
+    if (options.stateDir !== undefined) {
+      // Whoever can write the journal decides what is free: it gets the same care as the socket directory.
+      safeDirectory(options.stateDir, 0o700, undefined);
+      journal = journalPath(options.stateDir);
+      restored = readJournal(journal);
+      keepMemory = backend === 'fake' && restored !== undefined && restored.blocks.length > 0;
+    }
     // Our lock: whatever is at the socket path is a dead daemon's leftover.
     rmSync(socket, { force: true });
-    const memPath = join(dir, `${basename(socket)}.mem`);
-    rmSync(memPath, { force: true });
+    if (!keepMemory) rmSync(memPath, { force: true });
     const fileMode = gid === undefined ? 0o600 : 0o660;
-    memory = backend === 'fake'
-      ? openFakeFileMemory({ path: memPath, size: options.size ?? SERVICE_DEFAULT_SIZE, mode: fileMode, gid })
-      : openDevmemMemory(options.devmem ?? {});
-    const server = createServer({ allowHalfOpen: false });
+    if (backend === 'fake') {
+      try {
+        memory = openFakeFileMemory({ path: memPath, size: options.size ?? SERVICE_DEFAULT_SIZE, mode: fileMode, gid, keep: keepMemory });
+      } catch (e) {
+        if (keepMemory && hasCode(e, 'ENOENT')) {
+          throw new PhysmemError('EIO', `the journal lists ${restored!.blocks.length} live blocks but the memory file that holds them is missing`, {
+            path: memPath,
+            hint: `move the journal ${journal} away to start with an empty pool (its blocks are then lost)`,
+          });
+        }
+        throw e;
+      }
+    } else memory = openDevmemMemory(options.devmem ?? {});
+    server = createServer({ allowHalfOpen: false });
+    const srv = server;
     // umask so the socket is never more open than its final mode, even briefly.
     const oldMask = process.umask(gid === undefined ? 0o177 : 0o117);
     try {
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(socket, () => {
-          server.off('error', reject);
+        srv.once('error', reject);
+        srv.listen(socket, () => {
+          srv.off('error', reject);
           resolve();
         });
       });
@@ -636,12 +846,13 @@ export async function startServer(options: ServeOptions): Promise<ServiceServer>
     if (gid !== undefined) chownSync(socket, process.getuid?.() ?? 0, gid);
     chmodSync(socket, fileMode);
     server.on('error', (e) => stamp(`event=error message=${JSON.stringify(e.message)}`));
-    const s = new ServiceServer(server, memory, { socket, lockPath, quarantineMs, log: stamp });
-    stamp(`event=start socket=${socket} backend=${memory.name} total=${s.stats().total} device=${memory.devicePath} quarantineMs=${quarantineMs}`);
+    const s = new ServiceServer(server, memory, { socket, lockPath, quarantineMs, log: stamp, journal, restored, graceMs });
+    stamp(`event=start socket=${socket} backend=${memory.name} total=${s.stats().total} device=${memory.devicePath} quarantineMs=${quarantineMs}${journal === undefined ? '' : ` journal=${journal} restored=${s.stats().orphanBlocks}`}`);
     return s;
   } catch (e) {
+    server?.close();
     memory?.close();
-    if (backend === 'fake') rmSync(join(dir, `${basename(socket)}.mem`), { force: true });
+    if (backend === 'fake' && !keepMemory) rmSync(memPath, { force: true });
     rmSync(lockPath, { force: true });
     throw toPhysmemError(e, socket);
   }

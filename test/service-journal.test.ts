@@ -1,0 +1,293 @@
+/**
+ * The daemon's journal (`--state-dir`): unit tests of the file format and of
+ * restore/reclaim in this process, and a kill -9 of a daemon child process
+ * with a client child holding blocks.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { startServer, type ServiceServer } from '../lib/service/server.js';
+import { ServicePool } from '../lib/service/client.js';
+import { parseRequest } from '../lib/service/protocol.js';
+import { readJournal, writeJournal, newToken, TOKEN_PATTERN, type JournalData } from '../lib/service/journal.js';
+import { PhysmemError } from '../lib/errors.js';
+
+const repo = fileURLToPath(new URL('..', import.meta.url));
+const viteNode = join(repo, 'node_modules/vite-node/vite-node.mjs');
+const root = mkdtempSync(join(tmpdir(), 'physmem-journal-'));
+const children = new Set<ChildProcess>();
+const servers: ServiceServer[] = [];
+const pools: ServicePool[] = [];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const quiet = () => undefined;
+
+afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  for (const p of pools) await p.close().catch(() => undefined);
+  for (const s of servers) await s.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<PhysmemError> {
+  const e = await p.then(() => undefined, (x: unknown) => x);
+  expect(e).toBeInstanceOf(PhysmemError);
+  expect((e as PhysmemError).code).toBe(code);
+  return e as PhysmemError;
+}
+
+function dirs(name: string): { socket: string; stateDir: string } {
+  const d = join(root, name);
+  mkdirSync(d, { mode: 0o700 });
+  return { socket: join(d, 'run', 'pool.sock'), stateDir: join(d, 'state') };
+}
+
+describe('journal file', () => {
+  it('round-trips, and a missing file reads as undefined', () => {
+    const path = join(root, 'rt.json');
+    expect(readJournal(path)).toBeUndefined();
+    const data: JournalData = {
+      version: 1,
+      backend: 'fake',
+      total: 1 << 20,
+      blocks: [
+        { phys: '4096', size: 100, token: newToken(), pid: 12 },
+        { phys: '8192', size: 5000, token: newToken(), pid: 13, name: 'ring.0', quarantined: true },
+      ],
+    };
+    writeJournal(path, data);
+    expect(readJournal(path)).toEqual(data);
+    expect(existsSync(path + '.tmp')).toBe(false);
+    expect(newToken()).toMatch(TOKEN_PATTERN);
+    expect(newToken()).not.toBe(newToken());
+  });
+
+  it('a corrupt or invalid journal is refused with EIO naming the file', async () => {
+    const path = join(root, 'bad.json');
+    const t = newToken();
+    const bad = [
+      '{"version":1,"backend":"fake","total":4096,"blocks":[',
+      '[]',
+      '{"version":2,"backend":"fake","total":4096,"blocks":[]}',
+      `{"version":1,"backend":"fake","total":4096,"blocks":[{"phys":"x","size":1,"token":"${t}","pid":1}]}`,
+      `{"version":1,"backend":"fake","total":4096,"blocks":[{"phys":"4096","size":0,"token":"${t}","pid":1}]}`,
+      '{"version":1,"backend":"fake","total":4096,"blocks":[{"phys":"4096","size":1,"token":"abc","pid":1}]}',
+      `{"version":1,"backend":"fake","total":4096,"blocks":[{"phys":"4096","size":1,"token":"${t}","pid":1},{"phys":"8192","size":1,"token":"${t}","pid":1}]}`,
+    ];
+    for (const text of bad) {
+      writeFileSync(path, text);
+      let e: unknown;
+      try {
+        readJournal(path);
+      } catch (x) {
+        e = x;
+      }
+      expect(e).toBeInstanceOf(PhysmemError);
+      expect((e as PhysmemError).code).toBe('EIO');
+      expect((e as PhysmemError).message).toContain(path);
+    }
+    // And the daemon refuses to start on it, rather than forget its blocks.
+    const { socket, stateDir } = dirs('corrupt');
+    mkdirSync(stateDir, { mode: 0o700 });
+    writeFileSync(join(stateDir, 'journal.json'), '{"version":1,');
+    const e = await rejectsWith(startServer({ socket, stateDir, size: 1 << 20, log: quiet }), 'EIO');
+    expect(e.message).toMatch(/journal.json.*move it away/s);
+    expect(existsSync(socket)).toBe(false);
+    expect(existsSync(socket + '.lock')).toBe(false);
+  });
+
+  it('reclaim requests are validated: 1 to 128 distinct 32-hex-digit tokens, nothing else', () => {
+    const t = newToken();
+    expect(parseRequest({ op: 'reclaim', id: 1, tokens: [t] })).toEqual({ kind: 'message', message: { op: 'reclaim', id: 1, tokens: [t] } });
+    for (const tokens of [[], [t, t], ['ABC'], [t.toUpperCase()], [1], 'x', Array.from({ length: 129 }, newToken), undefined]) {
+      expect(parseRequest({ op: 'reclaim', id: 1, tokens })).toMatchObject({ kind: 'invalid', code: 'EINVAL' });
+    }
+    expect(parseRequest({ op: 'reclaim', id: 1, tokens: [t], extra: 1 })).toMatchObject({ kind: 'invalid', code: 'EINVAL' });
+  });
+});
+
+describe('restart with a journal (in process)', () => {
+  it('restores every block, gives each back for its token once, releases the rest after the grace period', async () => {
+    const { socket, stateDir } = dirs('inproc');
+    const s1 = await startServer({ socket, stateDir, size: 256 * 1024, log: quiet });
+    const p1 = await ServicePool.connect(socket);
+    const a = await p1.allocAsync(5000);
+    const b = await p1.allocAsync(100);
+    const n = await p1.allocAsync(4096, { name: 'shared' });
+    const gone = await p1.allocAsync(64);
+    await gone.free();
+    a.bytes.fill(0xa5);
+    n.bytes.fill(0x5a);
+    for (const x of [a, b, n]) expect(x.token).toMatch(/^[0-9a-f]{32}$/);
+    expect(JSON.parse(readFileSync(join(stateDir, 'journal.json'), 'utf8')).blocks).toHaveLength(3);
+    // close() with a journal: like a crash, the blocks stay journaled and the memory file stays.
+    p1.destroy();
+    await s1.close();
+    expect(existsSync(socket + '.mem')).toBe(true);
+
+    const s2 = await startServer({ socket, stateDir, size: 256 * 1024, graceMs: 400, log: quiet });
+    servers.push(s2);
+    s2.check();
+    expect(s2.stats()).toMatchObject({ count: 3, orphanBlocks: 3 });
+    expect(s2.blocks().every((x) => x.orphan === true)).toBe(true);
+    const p2 = await ServicePool.connect(socket);
+    pools.push(p2);
+    // A name held by a restored block is taken.
+    await rejectsWith(p2.allocAsync(10, { name: 'shared' }), 'EEXIST');
+    await rejectsWith(p2.reclaim([a.token!, newToken()]), 'ENOENT'); // all or none
+    expect(s2.stats().orphanBlocks).toBe(3);
+    const [a2, n2] = await p2.reclaim([a.token!, n.token!]);
+    expect(a2.phys).toBe(a.phys);
+    expect(a2.size).toBe(5000);
+    expect(a2.token).toBe(a.token);
+    expect(a2.bytes.every((v) => v === 0xa5)).toBe(true);
+    expect(n2.name).toBe('shared');
+    expect(n2.bytes.every((v) => v === 0x5a)).toBe(true);
+    await rejectsWith(p2.reclaim([a.token!]), 'ENOENT'); // once
+    s2.check();
+    // New allocations never land on a restored block.
+    const fresh = [];
+    for (;;) {
+      const x = await p2.allocAsync(4096).catch(() => undefined);
+      if (x === undefined) break;
+      fresh.push(x);
+    }
+    for (const x of fresh) for (const r of [a, b, n]) expect(x.phys + 4096n <= r.phys || r.phys + BigInt(Math.max(r.size, 4096)) <= x.phys).toBe(true);
+    s2.check();
+    for (const x of fresh) await x.free();
+    // b was not reclaimed: released after the grace period.
+    await sleep(600);
+    expect(s2.stats()).toMatchObject({ count: 2, orphanBlocks: 0 });
+    await rejectsWith(p2.reclaim([b.token!]), 'ENOENT');
+    s2.check();
+    const lookup = await ServicePool.connect(socket);
+    pools.push(lookup);
+    const n3 = await lookup.lookup('shared');
+    expect(n3.phys).toBe(n.phys);
+  });
+
+  it('refuses a journal that does not match the memory (other size)', async () => {
+    const { socket, stateDir } = dirs('mismatch');
+    const s1 = await startServer({ socket, stateDir, size: 256 * 1024, log: quiet });
+    const p = await ServicePool.connect(socket);
+    await p.allocAsync(100);
+    p.destroy();
+    await s1.close();
+    const e = await rejectsWith(startServer({ socket, stateDir, size: 512 * 1024, log: quiet }), 'EIO');
+    expect(e.message).toMatch(/same --size/);
+    expect(existsSync(socket + '.mem')).toBe(true); // the blocks' content is not thrown away
+  });
+});
+
+/** Start a child; resolves with it and a function returning its next stdout line. */
+function start(path: string, args: string[]): { child: ChildProcess; line: () => Promise<string>; exit: Promise<number | null>; stderr: () => string } {
+  const child = spawn(process.execPath, [viteNode, path, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const lines: string[] = [];
+  const waiters: ((l: string) => void)[] = [];
+  createInterface({ input: child.stdout! }).on('line', (l) => {
+    const w = waiters.shift();
+    if (w) w(l);
+    else lines.push(l);
+  });
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => {
+    children.delete(child);
+    resolve(code);
+  }));
+  return { child, exit, stderr: () => err, line: () => (lines.length ? Promise.resolve(lines.shift()!) : new Promise((r) => waiters.push(r))) };
+}
+
+describe('kill -9 of the daemon (child processes)', () => {
+  it('restart: every live block is still allocated, clients reclaim theirs with their tokens, nothing is handed out twice', async () => {
+    const { socket, stateDir } = dirs('kill9');
+    const daemon = join(root, 'daemon.ts');
+    writeFileSync(daemon, `
+import { runServe } from ${JSON.stringify(join(repo, 'lib/service/cli.ts'))};
+const [socket, stateDir, graceMs] = process.argv.slice(2);
+try {
+  await runServe({ socket, backend: 'fake', size: 512 * 1024, stateDir, graceMs: Number(graceMs), quarantineMs: 100 });
+} catch (e) {
+  process.stderr.write('physmem: ' + e.message + '\\n');
+  process.exitCode = 1;
+}
+`);
+    const holder = join(root, 'holder.ts');
+    writeFileSync(holder, `
+import { ServicePool } from ${JSON.stringify(join(repo, 'lib/service/client.ts'))};
+const [socket, count] = process.argv.slice(2);
+const pool = await ServicePool.connect(socket);
+const blocks = [];
+for (let i = 0; i < Number(count); i++) {
+  const b = await pool.allocAsync(3000 + i * 5000);
+  b.bytes.fill(i + 1);
+  blocks.push({ phys: b.phys.toString(), size: b.size, token: b.token, fill: i + 1 });
+}
+console.log(JSON.stringify(blocks));
+setInterval(() => {}, 1000); // keep working until killed
+`);
+    const waitSocket = async () => {
+      for (let i = 0; i < 400 && !existsSync(socket); i++) await sleep(25);
+      expect(existsSync(socket)).toBe(true);
+    };
+    const d1 = start(daemon, [socket, stateDir, '3000']);
+    await waitSocket();
+    const h = start(holder, [socket, '6']);
+    const held = JSON.parse(await h.line()) as { phys: string; size: number; token: string; fill: number }[];
+    expect(held).toHaveLength(6);
+    d1.child.kill('SIGKILL');
+    await d1.exit;
+    h.child.kill('SIGKILL');
+    await h.exit;
+    expect(existsSync(socket)).toBe(true); // a dead daemon's leftovers
+    // The restart takes over the stale lock and socket, and keeps the journal's blocks and memory.
+    const d2 = start(daemon, [socket, stateDir, '3000']);
+    for (let i = 0; i < 400 && !/event=start/.test(d2.stderr()); i++) await sleep(25);
+    expect(d2.stderr()).toMatch(/event=restore blocks=6 /);
+    const pool = await ServicePool.connect(socket);
+    pools.push(pool);
+    expect(pool.daemonPid).toBe(d2.child.pid);
+    const st = await pool.statsAsync();
+    expect(st).toMatchObject({ count: 6, orphanBlocks: 6 });
+    await pool.check();
+    // Allocate everything else: nothing may overlap a live block.
+    const fresh = [];
+    for (;;) {
+      const x = await pool.allocAsync(4096).catch(() => undefined);
+      if (x === undefined) break;
+      fresh.push(x);
+    }
+    for (const x of fresh) {
+      for (const b of held) {
+        const lo = BigInt(b.phys);
+        expect(x.phys + 4096n <= lo || lo + BigInt(b.size) <= x.phys).toBe(true);
+      }
+    }
+    await pool.check();
+    // Reclaim five of six with their tokens: same addresses, content intact.
+    const mine = await pool.reclaim(held.slice(0, 5).map((b) => b.token));
+    for (const [i, buf] of mine.entries()) {
+      expect(buf.phys.toString()).toBe(held[i].phys);
+      expect(buf.size).toBe(held[i].size);
+      expect(buf.bytes.every((v) => v === held[i].fill)).toBe(true);
+    }
+    await pool.check();
+    // The sixth was not reclaimed: released after the grace period, and then reusable.
+    const before = (await pool.statsAsync()).count;
+    for (let i = 0; i < 400 && (await pool.statsAsync()).orphanBlocks !== 0; i++) await sleep(25);
+    const after = await pool.statsAsync();
+    expect(after.orphanBlocks).toBe(0);
+    expect(after.count).toBe(before - 1);
+    await rejectsWith(pool.reclaim([held[5].token]), 'ENOENT');
+    const reused = await pool.allocAsync(held[5].size);
+    expect(reused.bytes.every((v) => v === 0)).toBe(true); // zeroed before reuse
+    await pool.check();
+    for (const [i, buf] of mine.entries()) expect(buf.bytes.every((v) => v === held[i].fill)).toBe(true); // untouched by the reuse
+    d2.child.kill('SIGKILL');
+    await d2.exit;
+  });
+});
