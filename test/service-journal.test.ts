@@ -4,12 +4,12 @@
  * with a client child holding blocks.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { startLineChild, type LineChild } from './helpers/child.js';
+import { type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
 import { startServer, type ServiceServer } from '../lib/service/server.js';
 import { ServicePool } from '../lib/service/client.js';
 import { parseRequest } from '../lib/service/protocol.js';
@@ -183,23 +183,8 @@ describe('restart with a journal (in process)', () => {
 });
 
 /** Start a child; resolves with it and a function returning its next stdout line. */
-function start(path: string, args: string[]): { child: ChildProcess; line: () => Promise<string>; exit: Promise<number | null>; stderr: () => string } {
-  const child = spawn(process.execPath, [viteNode, path, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const lines: string[] = [];
-  const waiters: ((l: string) => void)[] = [];
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    const w = waiters.shift();
-    if (w) w(l);
-    else lines.push(l);
-  });
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => {
-    children.delete(child);
-    resolve(code);
-  }));
-  return { child, exit, stderr: () => err, line: () => (lines.length ? Promise.resolve(lines.shift()!) : new Promise((r) => waiters.push(r))) };
+function start(path: string, args: string[]): LineChild {
+  return startLineChild([viteNode, path, ...args], { cwd: repo, track: children });
 }
 
 describe('kill -9 of the daemon (child processes)', () => {

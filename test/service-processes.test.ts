@@ -9,12 +9,12 @@
  * 2,000 in local runs.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { startLineChild, type LineChild } from './helpers/child.js';
+import { type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
 import { startServer, type ServiceServer } from '../lib/service/server.js';
 import { ServicePool } from '../lib/service/client.js';
 
@@ -42,28 +42,8 @@ function script(name: string, body: string): string {
 }
 
 /** Start a child; resolves with it and a function returning its next stdout line. */
-function start(path: string, args: string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; line: () => Promise<string>; exit: Promise<number | null>; stderr: () => string } {
-  const child = spawn(process.execPath, [viteNode, path, ...args], { cwd: repo, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const lines: string[] = [];
-  const waiters: ((l: string) => void)[] = [];
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    const w = waiters.shift();
-    if (w) w(l);
-    else lines.push(l);
-  });
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => {
-    children.delete(child);
-    resolve(code);
-  }));
-  return {
-    child,
-    exit,
-    stderr: () => err,
-    line: () => (lines.length ? Promise.resolve(lines.shift()!) : new Promise((r) => waiters.push(r))),
-  };
+function start(path: string, args: string[], env: NodeJS.ProcessEnv = {}): LineChild {
+  return startLineChild([viteNode, path, ...args], { cwd: repo, env: { ...process.env, ...env }, track: children });
 }
 
 const HOLDER = `

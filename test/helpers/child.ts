@@ -2,6 +2,7 @@
 // stdout and then stays alive or exits: used by the lock tests on the host and
 // in the guest, where POSIX locks make "another process" the only real test.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 
 /** What a child script prints first: did its open succeed, and if not, the error. */
 export interface ChildResult {
@@ -35,4 +36,40 @@ export function startJsonChild(args: string[], timeoutMs: number): Promise<{ chi
       }
     });
   });
+}
+
+/** A child whose stdout is read line by line. */
+export interface LineChild {
+  child: ChildProcess;
+  /** Its next stdout line (waits for it). */
+  line: () => Promise<string>;
+  /** Resolves with the exit code (null when killed by a signal). */
+  exit: Promise<number | null>;
+  /** Everything it wrote to stderr so far. */
+  stderr: () => string;
+}
+
+/**
+ * Run `node ...args`, reading stdout line by line. `track` holds the child
+ * until it exits, so an afterAll can kill whatever is left.
+ */
+export function startLineChild(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; track?: Set<ChildProcess> } = {}): LineChild {
+  const child = spawn(process.execPath, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  options.track?.add(child);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const lines: string[] = [];
+  const waiters: ((l: string) => void)[] = [];
+  createInterface({ input: child.stdout! }).on('line', (l) => {
+    const w = waiters.shift();
+    if (w) w(l);
+    else lines.push(l);
+  });
+  const exit = new Promise<number | null>((resolve) =>
+    child.on('exit', (code) => {
+      options.track?.delete(child);
+      resolve(code);
+    }),
+  );
+  return { child, exit, stderr: () => err, line: () => (lines.length ? Promise.resolve(lines.shift()!) : new Promise((r) => waiters.push(r))) };
 }
