@@ -548,6 +548,16 @@ Napi::Object Conflict(Napi::Env env, int64_t pid, uint64_t start, uint64_t lengt
   return o;
 }
 
+// A POSIX record lock request for bytes [start, start + length) of the file.
+struct flock RangeFlock(short type, uint64_t start, uint64_t length) {
+  struct flock fl = {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(start);
+  fl.l_len = static_cast<off_t>(length);
+  return fl;
+}
+
 // lockRange(fd, start: bigint, length: bigint) -> null when locked, else a
 // conflicting lock { pid, start, length } (pid -1: not visible from here,
 // e.g. another PID namespace; length 0: to the end of the file). A range this
@@ -564,21 +574,13 @@ Napi::Value LockRange(const Napi::CallbackInfo& info) {
   }
   // Retry when the holder goes away between F_SETLK and F_GETLK.
   for (int attempt = 0; attempt < 16; attempt++) {
-    struct flock fl = {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = static_cast<off_t>(start);
-    fl.l_len = static_cast<off_t>(length);
+    struct flock fl = RangeFlock(F_WRLCK, start, length);
     if (fcntl(fd, F_SETLK, &fl) == 0) {
       f->held.emplace_back(start, start + length);
       return env.Null();
     }
     if (errno != EAGAIN && errno != EACCES) ThrowErrno(env, errno, "fcntl");
-    struct flock q = {};
-    q.l_type = F_WRLCK;
-    q.l_whence = SEEK_SET;
-    q.l_start = static_cast<off_t>(start);
-    q.l_len = static_cast<off_t>(length);
+    struct flock q = RangeFlock(F_WRLCK, start, length);
     if (fcntl(fd, F_GETLK, &q) != 0) ThrowErrno(env, errno, "fcntl");
     if (q.l_type != F_UNLCK) {
       return Conflict(env, q.l_pid > 0 ? q.l_pid : -1, static_cast<uint64_t>(q.l_start), static_cast<uint64_t>(q.l_len));
@@ -599,11 +601,7 @@ Napi::Value UnlockRange(const Napi::CallbackInfo& info) {
   auto it = std::find(f->held.begin(), f->held.end(), std::make_pair(start, start + length));
   if (it == f->held.end()) ThrowInvalid(env, "this range is not locked by this process");
   f->held.erase(it);
-  struct flock fl = {};
-  fl.l_type = F_UNLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = static_cast<off_t>(start);
-  fl.l_len = static_cast<off_t>(length);
+  struct flock fl = RangeFlock(F_UNLCK, start, length);
   if (fcntl(fd, F_SETLK, &fl) != 0) ThrowErrno(env, errno, "fcntl");
   return env.Undefined();
 }
