@@ -1,14 +1,26 @@
 /**
  * Standalone-mode round trips: alloc+free pairs per second against a daemon,
- * with 1 and with 4 client processes, and the p50/p99 latency of one pair.
- * Targets (issue 5): >= 30,000/s with one client, >= 60,000/s with four, p99 < 300 us.
+ * with 1 and with 4 client processes, and the p50/p99 latency of one pair
+ * (alloc request to free confirmed). Targets (issue 5): >= 30,000/s with one
+ * client, >= 60,000/s with four, p99 < 300 us.
  *
- * Run after `npm run build:ts`: `node dist/bench/service.js [seconds]`.
+ * Each client runs `depth` independent loops of `await allocAsync(4096);
+ * await buf.free()`, so up to `depth` pairs are in flight per process (a
+ * driver with several queues). Depth 1 is strictly sequential.
+ *
+ * Side by side, the same loops against an echo server (16-byte frames, same
+ * socket type, same processes, no work at all) give the floor that Node.js
+ * sockets and these machines' process wake-ups allow; the ratio says how
+ * close the daemon gets to it.
+ *
+ * Run after `npm run build:ts`: `node dist/bench/service.js [seconds] [depths]`,
+ * e.g. `node dist/bench/service.js 3 1,2,4,8`.
  * The daemon runs in this process; each client is a child process (fork of this file).
  * @module
  */
 import { fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, connect, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,30 +31,69 @@ import { ServicePool } from '../lib/service/client.js';
 interface ClientResult {
   /** alloc+free pairs completed. */
   pairs: number;
-  /** Latency of each pair in microseconds (a sample of at most 100,000). */
+  /** Latency of each pair in microseconds (a sample of at most 200,000). */
   latenciesUs: number[];
   /** Measured time in ms. */
   ms: number;
 }
 
-async function clientMain(socket: string, seconds: number): Promise<void> {
-  const pool = await ServicePool.connect(socket);
-  // Warm up the JIT on both sides before measuring.
-  for (let i = 0; i < 2000; i++) await (await pool.allocAsync(4096)).free();
+const SAMPLE = 200_000;
+
+// `depth` loops until `end`; each pair's latency from its alloc to its free's confirmation.
+async function loops(depth: number, seconds: number, pair: () => Promise<void>): Promise<ClientResult> {
+  for (let i = 0; i < 2000; i++) await pair(); // warm up the JIT on both sides
   const lat: number[] = [];
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   let pairs = 0;
-  for (let now = t0; now < end; ) {
-    const b = await pool.allocAsync(4096);
-    await b.free();
-    const t = performance.now();
-    if (lat.length < 100_000) lat.push((t - now) * 1000);
-    now = t;
-    pairs++;
+  const loop = async (): Promise<void> => {
+    for (let now = performance.now(); now < end; ) {
+      await pair();
+      const t = performance.now();
+      if (lat.length < SAMPLE) lat.push((t - now) * 1000);
+      now = t;
+      pairs++;
+    }
+  };
+  await Promise.all(Array.from({ length: depth }, loop));
+  return { pairs, latenciesUs: lat, ms: performance.now() - t0 };
+}
+
+async function clientMain(kind: string, socket: string, seconds: number, depth: number): Promise<void> {
+  let result: ClientResult;
+  if (kind === 'daemon') {
+    const pool = await ServicePool.connect(socket);
+    result = await loops(depth, seconds, async () => {
+      const b = await pool.allocAsync(4096);
+      await b.free();
+    });
+    await pool.close();
+  } else {
+    // Echo: two 16-byte round trips per "pair", replies matched in order.
+    const s = connect(socket);
+    await new Promise((r) => s.once('connect', r));
+    const waiting: (() => void)[] = [];
+    let head = 0;
+    let bytes = 0;
+    s.on('data', (d: Buffer) => {
+      bytes += d.length;
+      for (; bytes >= 16; bytes -= 16) waiting[head++]();
+      if (head > 4096) {
+        waiting.splice(0, head);
+        head = 0;
+      }
+    });
+    const frame = Buffer.alloc(16);
+    const rt = () => new Promise<void>((r) => {
+      waiting.push(r);
+      s.write(frame);
+    });
+    result = await loops(depth, seconds, async () => {
+      await rt();
+      await rt();
+    });
+    s.end();
   }
-  const result: ClientResult = { pairs, latenciesUs: lat, ms: performance.now() - t0 };
-  await pool.close();
   process.send!(result);
 }
 
@@ -50,10 +101,12 @@ function percentile(sorted: number[], p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-async function runClients(socket: string, n: number, seconds: number): Promise<{ perSecond: number; p50: number; p99: number }> {
+interface Run { perSecond: number; p50: number; p99: number }
+
+async function runClients(kind: 'daemon' | 'echo', socket: string, n: number, depth: number, seconds: number): Promise<Run> {
   const self = fileURLToPath(import.meta.url);
   const results = await Promise.all(Array.from({ length: n }, () => new Promise<ClientResult>((resolve, reject) => {
-    const child = fork(self, ['--client', socket, String(seconds)], { stdio: 'inherit' });
+    const child = fork(self, ['--client', kind, socket, String(seconds), String(depth)], { stdio: 'inherit' });
     child.once('message', (m) => resolve(m as ClientResult));
     child.once('exit', (code) => (code === 0 ? undefined : reject(new Error(`client exited with ${code}`))));
   })));
@@ -64,21 +117,32 @@ async function runClients(socket: string, n: number, seconds: number): Promise<{
 
 async function main(): Promise<void> {
   const seconds = Number(process.argv[2] ?? 3);
+  const depths = (process.argv[3] ?? '1,2,4,8').split(',').map(Number);
   const dir = mkdtempSync(join(tmpdir(), 'physmem-bench-'));
   const socket = join(dir, 'run', 'pool.sock');
+  const echoSocket = join(dir, 'echo.sock');
   const server = await startServer({ socket, size: 64 << 20, quarantineMs: 0, log: () => undefined });
+  const echo: Server = createServer((s) => s.on('data', (d) => s.write(d)));
+  await new Promise<void>((r) => echo.listen(echoSocket, r));
   try {
-    for (const [n, target] of [[1, 30_000], [4, 60_000]] as const) {
-      const r = await runClients(socket, n, seconds);
-      const pass = r.perSecond >= target && r.p99 < 300;
-      console.log(`service alloc+free, ${n} client${n > 1 ? 's' : ''}: ${Math.round(r.perSecond)}/s (target >= ${target}), ` +
-        `p50 ${r.p50.toFixed(0)} us, p99 ${r.p99.toFixed(0)} us (target < 300)  ${pass ? 'PASS' : 'MISS'}`);
+    console.log('service alloc+free of 4 KiB (targets: >= 30,000/s with 1 client, >= 60,000/s with 4, p99 < 300 us)');
+    console.log('clients  in flight/client  pairs/s   p50 us  p99 us   echo floor pairs/s  ratio   result');
+    for (const n of [1, 4]) {
+      for (const depth of depths) {
+        const r = await runClients('daemon', socket, n, depth, seconds);
+        const e = await runClients('echo', echoSocket, n, depth, seconds);
+        const target = n === 1 ? 30_000 : 60_000;
+        const pass = r.perSecond >= target && r.p99 < 300;
+        console.log(`${String(n).padStart(7)}  ${String(depth).padStart(16)}  ${String(Math.round(r.perSecond)).padStart(7)}  ${r.p50.toFixed(0).padStart(7)} ${r.p99.toFixed(0).padStart(7)}  ` +
+          `${String(Math.round(e.perSecond)).padStart(19)}  ${(r.perSecond / e.perSecond).toFixed(2).padStart(5)}   ${pass ? 'PASS' : 'MISS'}`);
+      }
     }
   } finally {
+    echo.close();
     await server.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-if (process.argv[2] === '--client') await clientMain(process.argv[3], Number(process.argv[4]));
+if (process.argv[2] === '--client') await clientMain(process.argv[3], process.argv[4], Number(process.argv[5]), Number(process.argv[6]));
 else await main();

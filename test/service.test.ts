@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { mkdtempSync, rmSync, statSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FrameDecoder, MAX_FRAME, PROTOCOL_VERSION, encodeFrame, parseReply, parseRequest, type Reply } from '../lib/service/protocol.js';
+import { ALLOC_TIMEOUT, ALLOC_WAIT, FrameDecoder, MAX_FRAME, PROTOCOL_VERSION, encodeAlloc, encodeBlock, encodeDone, encodeFrame, encodeFree, parseReply, replyParsers, requestParsers, type Reply } from '../lib/service/protocol.js';
 import { startServer, type ServiceServer } from '../lib/service/server.js';
 import { ServicePool } from '../lib/service/client.js';
 import { openPool } from '../lib/open.js';
@@ -63,21 +63,21 @@ describe('protocol', () => {
   it('round-trips a request through encodeFrame and FrameDecoder, split at every byte', () => {
     const bytes = encodeFrame({ op: 'alloc', id: 7, size: 4096, wait: true, timeoutMs: 10 });
     for (let cut = 0; cut <= bytes.length; cut++) {
-      const d = new FrameDecoder(parseRequest);
+      const d = new FrameDecoder(requestParsers);
       const out = [...d.push(bytes.subarray(0, cut)), ...d.push(bytes.subarray(cut))];
       expect(out).toEqual([{ kind: 'message', message: { op: 'alloc', id: 7, size: 4096, wait: true, timeoutMs: 10 } }]);
     }
   });
 
   it('carries physical addresses above 2^53 exactly (as decimal strings)', () => {
-    const d = new FrameDecoder(parseRequest);
+    const d = new FrameDecoder(requestParsers);
     const [r] = d.push(encodeFrame({ op: 'free', id: 1, phys: 2n ** 60n + 1n }));
     expect(r).toEqual({ kind: 'message', message: { op: 'free', id: 1, phys: 2n ** 60n + 1n } });
   });
 
   it('a frame longer than MAX_FRAME or of length 0 is fatal, and the decoder then ignores everything', () => {
     for (const len of [0, MAX_FRAME + 1, 0xffffffff]) {
-      const d = new FrameDecoder(parseRequest);
+      const d = new FrameDecoder(requestParsers);
       expect(d.push(frame(len, PROTOCOL_VERSION, Buffer.alloc(0)))).toEqual([{ kind: 'fatal', code: 'EMSGSIZE', message: expect.any(String) }]);
       expect(d.dead).toBe(true);
       expect(d.push(encodeFrame({ op: 'stats', id: 1 }))).toEqual([]);
@@ -85,16 +85,16 @@ describe('protocol', () => {
   });
 
   it('another protocol version is fatal (EPROTO)', () => {
-    const d = new FrameDecoder(parseRequest);
-    const [r] = d.push(frame(3, 2, Buffer.from('{}')));
-    expect(r).toMatchObject({ kind: 'fatal', code: 'EPROTO' });
+    const d = new FrameDecoder(requestParsers);
+    const [r] = d.push(frame(3, PROTOCOL_VERSION - 1, Buffer.from('{}')));
+    expect(r).toMatchObject({ kind: 'fatal', code: 'EPROTO', message: expect.stringContaining(`version ${PROTOCOL_VERSION - 1} is not supported`) });
   });
 
   it('bad JSON, unknown ops, unknown fields and out-of-range values are invalid, not fatal, and keep their id when readable', () => {
-    const d = new FrameDecoder(parseRequest);
+    const d = new FrameDecoder(requestParsers);
     const body = Buffer.from('{nope');
     const out = d.push(Buffer.concat([
-      frame(body.length + 1, 1, body),
+      frame(body.length + 1, PROTOCOL_VERSION, body),
       encodeFrame({ op: 'launch', id: 3 }),
       encodeFrame({ op: 'alloc', id: 4, size: 0 }),
       encodeFrame({ op: 'alloc', id: 5, size: 64, align: 3 }),
@@ -110,9 +110,78 @@ describe('protocol', () => {
     expect(d.dead).toBe(false);
   });
 
+  it('binary ALLOC and FREE round-trip through the decoder, split at every byte', () => {
+    const bytes = Buffer.concat([
+      encodeAlloc(7, 2 ** 40 + 3, 1 << 20, ALLOC_WAIT | ALLOC_TIMEOUT, 2 ** 31 - 1, 'ring.rx-0'),
+      encodeAlloc(8, 1, 0, 0, 0, undefined),
+      encodeFree(9, 2n ** 64n - 1n),
+    ]);
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      const d = new FrameDecoder(requestParsers);
+      expect([...d.push(bytes.subarray(0, cut)), ...d.push(bytes.subarray(cut))]).toEqual([
+        { kind: 'message', message: { op: 'alloc', id: 7, size: 2 ** 40 + 3, align: 1 << 20, wait: true, timeoutMs: 2 ** 31 - 1, name: 'ring.rx-0', binary: true } },
+        { kind: 'message', message: { op: 'alloc', id: 8, size: 1, binary: true } },
+        { kind: 'message', message: { op: 'free', id: 9, phys: 2n ** 64n - 1n, binary: true } },
+      ]);
+    }
+  });
+
+  it('binary BLOCK and DONE replies carry 64-bit addresses, the token and the name exactly', () => {
+    const token = 'f'.repeat(8) + '0123456789abcdef0123456789abcdef'.slice(8);
+    const d = new FrameDecoder(replyParsers);
+    const out = d.push(Buffer.concat([
+      encodeBlock(5, 2 ** 53 - 4096, 2n ** 63n + 5n, 2n ** 40n, 12345, token, 'tx'),
+      encodeBlock(6, 4096, 4096n, 0n, 1, token, undefined),
+      encodeDone(0xffffffff),
+    ]));
+    expect(out).toEqual([
+      { kind: 'message', message: { id: 5, ok: true, phys: 2n ** 53n - 4096n, bus: 2n ** 63n + 5n, offset: 2n ** 40n, size: 12345, token, name: 'tx' } },
+      { kind: 'message', message: { id: 6, ok: true, phys: 4096n, bus: 4096n, offset: 0n, size: 1, token } },
+      { kind: 'message', message: { id: 0xffffffff, ok: true } },
+    ]);
+    // A truncated or unknown binary reply is fatal for the client: it cannot trust the stream.
+    expect(new FrameDecoder(replyParsers).push(frame(8, PROTOCOL_VERSION, Buffer.from([0x81, 0, 0, 0, 1, 0, 0]))))
+      .toEqual([{ kind: 'fatal', code: 'EPROTO', message: expect.stringContaining('malformed binary reply') }]);
+  });
+
+  it('malformed binary requests are invalid (EINVAL, id kept when readable), never fatal', () => {
+    const alloc = (patch: (b: Buffer) => void, name?: string) => {
+      const f = encodeAlloc(11, 4096, 0, 0, 0, name);
+      patch(f.subarray(5));
+      return f;
+    };
+    const cases: [Buffer, number, string][] = [
+      [alloc((b) => b.writeDoubleLE(0, 8)), 11, 'size'],
+      [alloc((b) => b.writeDoubleLE(1.5, 8)), 11, 'size'],
+      [alloc((b) => b.writeDoubleLE(NaN, 8)), 11, 'size'],
+      [alloc((b) => b.writeDoubleLE(2 ** 53, 8)), 11, 'size'],
+      [alloc((b) => b.writeUInt32LE(3, 16)), 11, 'align'],
+      [alloc((b) => b.writeUInt32LE(2 ** 31, 16)), 11, 'align'],
+      [alloc((b) => b.writeUInt32LE(5, 20)), 11, 'timeoutMs'], // a timeout without its flag
+      [alloc((b) => { b[1] = ALLOC_TIMEOUT; b.writeUInt32LE(2 ** 31, 20); }), 11, 'timeoutMs'],
+      [alloc((b) => (b[1] = 0x80)), 11, 'flags'],
+      [alloc((b) => (b[3] = 1)), 11, 'flags'],
+      [alloc((b) => (b[24] = 0x2f), 'ab'), 11, 'name'], // '/'
+      [alloc((b) => (b[2] = 3), 'ab'), 11, 'bytes'], // name length disagrees with the frame
+      [alloc((b) => b.writeUInt32LE(0, 4)), 0, 'id'],
+      [frame(5, PROTOCOL_VERSION, Buffer.from([0x01, 0, 0, 0])), 0, 'bytes'],
+      [(() => { const f = encodeFree(12, 4096n); f[6] = 1; return f; })(), 12, 'reserved'],
+      [frame(9, PROTOCOL_VERSION, Buffer.from([0x02, 0, 0, 0, 13, 0, 0, 0])), 13, 'bytes'],
+    ];
+    const d = new FrameDecoder(requestParsers);
+    for (const [bytes, id, what] of cases) {
+      expect(d.push(bytes)).toEqual([{ kind: 'invalid', id, code: 'EINVAL', message: expect.stringContaining(what) }]);
+    }
+    // Reply types and unknown types sent as requests.
+    for (const t of [0x03, 0x81, 0x82, 0xff, 0x00]) {
+      expect(d.push(frame(9, PROTOCOL_VERSION, Buffer.from([t, 0, 0, 0, 1, 0, 0, 0])))).toEqual([{ kind: 'invalid', id: 0, code: 'EPROTO', message: expect.stringContaining('unknown binary request type') }]);
+    }
+    expect(d.dead).toBe(false);
+  });
+
   it('the decoder never throws on random bytes', () => {
     fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 8 }), (chunks) => {
-      const d = new FrameDecoder(parseRequest);
+      const d = new FrameDecoder(requestParsers);
       for (const c of chunks) d.push(Buffer.from(c));
     }), { numRuns: 2000 });
   });
@@ -185,8 +254,8 @@ describe('daemon and clients', () => {
     const a = await owner.allocAsync(4096);
     a.bytes.fill(0x5a);
     // Go around ServiceBuffer (which only frees its own) with a raw request of the same phys.
-    const raw = await rawExchange(socket, [encodeFrame({ op: 'free', id: 1, phys: a.phys.toString() })]);
-    expect(raw).toEqual([{ id: 1, ok: false, code: 'EPERM', message: expect.stringMatching(/belongs to another client/) }]);
+    const raw = await rawExchange(socket, [encodeFrame({ op: 'free', id: 1, phys: a.phys.toString() }), encodeFree(2, a.phys)]);
+    expect(raw).toEqual([1, 2].map((id) => ({ id, ok: false, code: 'EPERM', message: expect.stringMatching(/belongs to another client/) })));
     expect(a.bytes.every((b) => b === 0x5a)).toBe(true);
     expect((await other.list()).some((b) => b.phys === a.phys.toString())).toBe(true); // same uid: may list everything
     server.check();
@@ -409,7 +478,7 @@ describe('compat standalone mode', () => {
 function rawExchange(socket: string, chunks: Buffer[]): Promise<Reply[]> {
   return new Promise((resolve, reject) => {
     const s = connect(socket);
-    const d = new FrameDecoder(parseReply);
+    const d = new FrameDecoder(replyParsers);
     const replies: Reply[] = [];
     let bad: string | undefined;
     s.on('data', (c: Buffer) => {
@@ -461,8 +530,27 @@ describe('fuzzing the daemon (fast-check)', () => {
       name: fc.oneof(weird, fc.constantFrom('victim', 'n1', 'n2', 'a'.repeat(65))),
       extra: weird,
     }, { requiredKeys: ['op'] }).map((o) => framedBody(Buffer.from(JSON.stringify(o))));
+    // Binary ALLOC and FREE: valid-looking ones with odd fields, and random bytes after a binary type byte.
+    const victimBig = BigInt(victimPhys);
+    const binaryAlloc = fc.record({
+      id: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+      size: fc.oneof(fc.integer({ min: 1, max: 1 << 20 }), fc.double(), fc.constantFrom(0, 2 ** 53, 2 ** 40)),
+      align: fc.oneof(fc.constantFrom(0, 4096, 3, 2 ** 31), fc.integer({ min: 0, max: 2 ** 32 - 1 })),
+      flags: fc.constantFrom(0, ALLOC_TIMEOUT, 4, 0x80), // never ALLOC_WAIT: a waiting frame would get no reply within the run
+      timeoutMs: fc.constantFrom(0, 1, 2 ** 31),
+      name: fc.option(fc.constantFrom('victim', 'b1', 'x/y', 'a'.repeat(64)), { nil: undefined }),
+    }).map((o) => framedBody(encodeAlloc(o.id, o.size, o.align, o.flags, o.timeoutMs, o.name).subarray(5)));
+    const binaryFree = fc.record({
+      id: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+      phys: fc.oneof(fc.constant(victimBig), fc.constant(BigInt(named.phys)), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), fc.constant(victimBig + 4096n)),
+    }).map((o) => framedBody(encodeFree(o.id, o.phys).subarray(5)));
+    const binaryJunk = fc.tuple(fc.constantFrom(0x01, 0x02, 0x81, 0x82, 0x00, 0xff), fc.uint8Array({ maxLength: 40 }))
+      .map(([t, rest]) => framedBody(Buffer.from([t, ...rest])));
     const frameGen: fc.Arbitrary<Gen> = fc.oneof(
       { weight: 6, arbitrary: requestish },
+      { weight: 2, arbitrary: binaryAlloc },
+      { weight: 2, arbitrary: binaryFree },
+      { weight: 2, arbitrary: binaryJunk },
       { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 3 }).map((v) => framedBody(Buffer.from(JSON.stringify(v) ?? 'null'))) },
       { weight: 2, arbitrary: fc.uint8Array({ maxLength: 40 }).map((b) => framedBody(Buffer.from(b))) },
       { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }).filter((v) => v !== PROTOCOL_VERSION).map((v) => ({ bytes: Buffer.concat([header(3, v), Buffer.from('{}')]), kind: 'fatal' as const })) },
@@ -493,7 +581,7 @@ describe('fuzzing the daemon (fast-check)', () => {
         for (const r of replies) {
           if (!r.ok) expect(r.code).toMatch(/^E[A-Z]+$/);
           // Nobody frees the victim's block.
-          if (r.ok && 'phys' in r) expect(r.phys).not.toBe(victimPhys);
+          if (r.ok && 'phys' in r) expect(String(r.phys)).not.toBe(victimPhys);
         }
       },
     ), { numRuns: 1200 });

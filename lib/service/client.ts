@@ -10,8 +10,9 @@
  */
 import { connect, type Socket } from 'node:net';
 import { PhysmemError, invalidArgument } from '../errors.js';
-import { Mapping, closeFile, openFile } from '../mapping.js';
-import { FrameDecoder, MAX_ID, encodeFrame, parseReply, type OkReply, type Reply } from './protocol.js';
+import { closeFile, openFile } from '../mapping.js';
+import { native, toPhysmemError } from '../native.js';
+import { ALLOC_TIMEOUT, ALLOC_WAIT, FrameDecoder, MAX_ID, NAME_PATTERN, Outbox, encodeAlloc, encodeFrame, encodeFree, replyParsers, type OkReply, type Reply } from './protocol.js';
 import type { ServiceBlock } from './server.js';
 import type { PoolStats } from '../pool.js';
 import type { BackendName } from '../backends/types.js';
@@ -54,15 +55,79 @@ export interface ServiceStats extends Omit<PoolStats, 'ranges'> {
   ranges: { start: bigint; size: number }[];
 }
 
-interface Pending {
-  resolve: (r: OkReply) => void;
-  reject: (e: PhysmemError) => void;
+/**
+ * Requests waiting for their reply, by id. Ids are handed out in sequence and
+ * mostly answered in order, so slots indexed by `id & mask` do the work of a
+ * Map without allocating on every delete (a Map rehashes as it shrinks, about
+ * 0.5 KB per request here). A slot already taken (a long wait, or ids wrapping) doubles the table.
+ */
+class PendingTable {
+  #ids: number[] = new Array<number>(16).fill(0);
+  #resolve: (((r: OkReply) => void) | undefined)[] = new Array(16).fill(undefined);
+  #reject: (((e: PhysmemError) => void) | undefined)[] = new Array(16).fill(undefined);
+  #mask = 15;
+  /** Requests waiting. */
+  size = 0;
+
+  set(id: number, resolve: (r: OkReply) => void, reject: (e: PhysmemError) => void): void {
+    while (this.#ids[id & this.#mask] !== 0) this.#grow();
+    const i = id & this.#mask;
+    this.#ids[i] = id;
+    this.#resolve[i] = resolve;
+    this.#reject[i] = reject;
+    this.size++;
+  }
+
+  /** Settle request `id` with `reply`; false when no request has that id. */
+  settle(reply: Reply): boolean {
+    const i = reply.id & this.#mask;
+    if (reply.id === 0 || this.#ids[i] !== reply.id) return false;
+    const resolve = this.#resolve[i]!;
+    const reject = this.#reject[i]!;
+    this.#ids[i] = 0;
+    this.#resolve[i] = undefined;
+    this.#reject[i] = undefined;
+    this.size--;
+    if (reply.ok) resolve(reply);
+    else reject(replyError(reply));
+    return true;
+  }
+
+  /** Reject every waiting request with `e` and empty the table. */
+  failAll(e: PhysmemError): void {
+    const rejects = this.#reject.filter((r) => r !== undefined);
+    this.#ids.fill(0);
+    this.#resolve.fill(undefined);
+    this.#reject.fill(undefined);
+    this.size = 0;
+    for (const r of rejects) r!(e);
+  }
+
+  #grow(): void {
+    const ids = this.#ids;
+    const res = this.#resolve;
+    const rej = this.#reject;
+    const n = ids.length * 2;
+    this.#ids = new Array<number>(n).fill(0);
+    this.#resolve = new Array(n).fill(undefined);
+    this.#reject = new Array(n).fill(undefined);
+    this.#mask = n - 1;
+    for (let j = 0; j < ids.length; j++) {
+      if (ids[j] === 0) continue;
+      const i = ids[j] & this.#mask; // distinct: they were distinct under the smaller mask
+      this.#ids[i] = ids[j];
+      this.#resolve[i] = res[j];
+      this.#reject[i] = rej[j];
+    }
+  }
 }
 
 function replyError(r: Reply & { ok: false }): PhysmemError {
   // The daemon's message already reads "CODE: detail. hint"; keep it as the detail.
   return new PhysmemError(r.code, r.message.replace(/^[A-Z]+: /, ''));
 }
+
+const kLiveIndex = Symbol('physmem.liveIndex');
 
 /**
  * A block of a daemon's pool, mapped into this process. `bytes` covers
@@ -85,21 +150,25 @@ export class ServiceBuffer {
    * the daemon (this process, or a file of yours); it is undefined with an older daemon.
    */
   readonly token: string | undefined;
+  /** @internal Its index in its pool's list of live buffers; -1 once freed. */
+  [kLiveIndex] = -1;
   readonly #pool: ServicePool;
-  readonly #mapping: Mapping;
-  readonly #view: number;
+  // The block's own mmap and its one ArrayBuffer, straight from the addon: a Mapping object
+  // (slots for many views) costs about 1 us more per block, and a block only ever has one view.
+  #handle: number;
+  readonly #buffer: ArrayBuffer;
 
-  /** @internal Created by {@link ServicePool.allocAsync}. */
-  constructor(pool: ServicePool, phys: bigint, bus: bigint, size: number, mapping: Mapping, view: number, name?: string, token?: string) {
+  /** @internal Created by {@link ServicePool.allocAsync}; takes over the mmap `handle`. */
+  constructor(pool: ServicePool, phys: bigint, bus: bigint, size: number, handle: number, name?: string, token?: string) {
     this.#pool = pool;
     this.token = token;
     this.name = name;
     this.phys = phys;
     this.bus = bus;
     this.size = size;
-    this.#mapping = mapping;
-    this.#view = view;
-    this.bytes = new Uint8Array(mapping.buffer(view)!);
+    this.#handle = handle;
+    this.#buffer = native().arrayBuffer(handle, 0, size);
+    this.bytes = new Uint8Array(this.#buffer);
   }
 
   /** True once freed. */
@@ -121,11 +190,14 @@ export class ServiceBuffer {
     return this.#pool.freeBlock(this);
   }
 
-  /** @internal Detach `bytes` and unmap; idempotent. */
+  /** @internal Detach `bytes` (every view of it becomes empty), then unmap; idempotent. */
   unmap(): void {
-    if (this.#mapping.closed) return;
-    this.#mapping.release(this.#view);
-    this.#mapping.close();
+    const h = this.#handle;
+    if (h === -1) return;
+    this.#handle = -1;
+    const n = native();
+    n.detach(h, this.#buffer);
+    n.munmap(h);
   }
 }
 
@@ -147,17 +219,19 @@ export class ServicePool {
   /** The daemon's page size: blocks are whole pages. */
   readonly pageSize: number;
   readonly #socket: Socket;
-  readonly #pending: Map<number, Pending>;
+  readonly #outbox: Outbox;
+  readonly #pending: PendingTable;
   readonly #page: number;
   readonly #unrefWhenIdle: boolean; // compat: an idle connection must not keep the program alive
-  readonly #live = new Map<bigint, ServiceBuffer>();
+  readonly #live: ServiceBuffer[] = []; // unordered; each buffer knows its index (kLiveIndex)
   readonly #fd: number;
   #nextId = 2; // 1 was hello
   #closed = false;
 
-  private constructor(socket: Socket, hello: OkReply, fd: number, pending: Map<number, Pending>, unrefWhenIdle: boolean) {
+  private constructor(socket: Socket, hello: OkReply, fd: number, pending: PendingTable, unrefWhenIdle: boolean) {
     this.#unrefWhenIdle = unrefWhenIdle;
     this.#socket = socket;
+    this.#outbox = new Outbox(socket);
     this.#pending = pending; // the map the socket's data handler resolves
     this.#page = hello.pageSize as number;
     this.pageSize = this.#page;
@@ -191,12 +265,9 @@ export class ServicePool {
         }));
       });
     });
-    const pending = new Map<number, Pending>();
-    const decoder = new FrameDecoder(parseReply);
-    const fail = (e: PhysmemError) => {
-      for (const p of pending.values()) p.reject(e);
-      pending.clear();
-    };
+    const pending = new PendingTable();
+    const decoder = new FrameDecoder(replyParsers);
+    const fail = (e: PhysmemError) => pending.failAll(e);
     socket.on('data', (chunk: Buffer) => {
       for (const r of decoder.push(chunk)) {
         if (r.kind !== 'message') {
@@ -204,13 +275,8 @@ export class ServicePool {
           socket.destroy();
           return;
         }
-        const reply = r.message;
-        const p = pending.get(reply.id);
-        if (p === undefined) continue; // id 0: a framing complaint about us, followed by close
-        pending.delete(reply.id);
-        if (pending.size === 0 && options.unrefWhenIdle) socket.unref();
-        if (reply.ok) p.resolve(reply);
-        else p.reject(replyError(reply));
+        // Id 0 (a framing complaint about us, followed by close) settles nothing.
+        if (pending.settle(r.message) && pending.size === 0 && options.unrefWhenIdle) socket.unref();
       }
     });
     socket.on('error', () => {
@@ -218,8 +284,8 @@ export class ServicePool {
     });
     socket.on('close', () => fail(new PhysmemError('ECONNRESET', 'the connection to the physmem daemon closed', { path, hint: 'is the daemon still running?' })));
     const hello = await new Promise<OkReply>((resolve, reject) => {
-      pending.set(1, { resolve, reject });
-      socket.write(encodeFrame({ op: 'hello', id: 1 }));
+      pending.set(1, resolve, reject);
+      socket.write(encodeFrame({ op: 'hello', id: 1 })); // before any Outbox exists
     }).catch((e: unknown) => {
       socket.destroy();
       throw e;
@@ -236,16 +302,23 @@ export class ServicePool {
     return new ServicePool(socket, hello, fd, pending, options.unrefWhenIdle === true);
   }
 
-  // One request: a fresh id (wrapping below MAX_ID), registered before the write.
+  // One JSON request.
   #request(msg: { op: string; [k: string]: unknown }): Promise<OkReply> {
+    return this.#send((id) => encodeFrame({ ...msg, id }));
+  }
+
+  // One request: a fresh id (wrapping below MAX_ID), registered before the frame is queued.
+  // Frames queued in one turn of the event loop leave in one write (Outbox).
+  #send(encode: (id: number) => Buffer): Promise<OkReply> {
     if (this.#closed) return Promise.reject(closed());
     if (this.#socket.destroyed) return Promise.reject(new PhysmemError('ECONNRESET', 'the connection to the physmem daemon is closed', { hint: 'open the pool again' }));
     const id = this.#nextId;
     this.#nextId = id >= MAX_ID ? 1 : id + 1;
+    const frame = encode(id);
     return new Promise<OkReply>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
+      this.#pending.set(id, resolve, reject);
       if (this.#unrefWhenIdle) this.#socket.ref();
-      this.#socket.write(encodeFrame({ ...msg, id }));
+      this.#outbox.push(frame);
     });
   }
 
@@ -265,37 +338,55 @@ export class ServicePool {
    * first come first served at the daemon (GFP_KERNEL), with `timeoutMs`
    * (ETIMEDOUT) and `signal` (ECANCELED).
    */
-  async allocAsync(size: number, options: ServiceAllocOptions = {}): Promise<ServiceBuffer> {
+  allocAsync(size: number, options: ServiceAllocOptions = {}): Promise<ServiceBuffer> {
     const { align, wait, timeoutMs, signal, name } = options;
-    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) throw invalidArgument(`size must be a positive integer, got ${String(size)}`);
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal');
-    if (signal?.aborted) throw new PhysmemError('ECANCELED', 'waiting allocation was aborted', { hint: 'the AbortSignal passed as `signal` fired', cause: signal.reason });
-    const msg: { op: string; size: number; align?: number; wait?: boolean; timeoutMs?: number; name?: string } = { op: 'alloc', size };
-    if (name !== undefined) msg.name = name;
-    if (align !== undefined) msg.align = align;
-    if (wait !== undefined) msg.wait = wait;
-    if (timeoutMs !== undefined) msg.timeoutMs = timeoutMs;
-    const id = this.#nextId; // the id #request is about to use, for cancel
+    try {
+      if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) throw invalidArgument(`size must be a positive integer, got ${String(size)}`);
+      if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal');
+      if (signal?.aborted) throw new PhysmemError('ECANCELED', 'waiting allocation was aborted', { hint: 'the AbortSignal passed as `signal` fired', cause: signal.reason });
+      // Checked here because the binary frame cannot carry a bad value to the daemon (which checks again).
+      if (name !== undefined && (typeof name !== 'string' || !NAME_PATTERN.test(name))) throw invalidArgument('name must be 1 to 64 of A-Z a-z 0-9 . _ -');
+      if (align !== undefined && (typeof align !== 'number' || !Number.isSafeInteger(align) || align < 1 || (align & (align - 1)) !== 0 || align > 2 ** 30)) {
+        throw invalidArgument('align must be a power of two in [1, 2^30]');
+      }
+      if (wait !== undefined && typeof wait !== 'boolean') throw invalidArgument('wait must be a boolean');
+      if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) {
+        throw invalidArgument('timeoutMs must be an integer in [0, 2^31 - 1]');
+      }
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const flags = (wait === true ? ALLOC_WAIT : 0) | (timeoutMs !== undefined ? ALLOC_TIMEOUT : 0);
+    const request = this.#send((i) => encodeAlloc(i, size, align ?? 0, flags, timeoutMs ?? 0, name));
+    // The common case allocates no closure of its own: one promise and the mapping.
+    if (signal === undefined) return request.then(this.#mapReply);
+    return this.#abortable(request, this.#nextId === 1 ? MAX_ID : this.#nextId - 1, signal);
+  }
+
+  // An allocation with an AbortSignal: cancel it at the daemon when the signal fires.
+  async #abortable(request: Promise<OkReply>, id: number, signal: AbortSignal): Promise<ServiceBuffer> {
     let aborted = false;
     const onAbort = () => {
       aborted = true;
       this.#request({ op: 'cancel', target: id }).catch(() => undefined);
     };
-    signal?.addEventListener('abort', onAbort, { once: true });
+    signal.addEventListener('abort', onAbort, { once: true });
     let reply: OkReply;
     try {
-      reply = await this.#request(msg);
+      reply = await request;
     } finally {
-      signal?.removeEventListener('abort', onAbort);
+      signal.removeEventListener('abort', onAbort);
     }
-    const phys = BigInt(reply.phys as string);
     if (aborted) {
       // Granted before the cancel arrived: give it back, the caller gave up.
-      this.#request({ op: 'free', phys: phys.toString() }).catch(() => undefined);
-      throw new PhysmemError('ECANCELED', 'waiting allocation was aborted', { hint: 'the AbortSignal passed as `signal` fired', cause: signal?.reason });
+      const phys = BigInt(reply.phys as bigint);
+      this.#send((i) => encodeFree(i, phys)).catch(() => undefined);
+      throw new PhysmemError('ECANCELED', 'waiting allocation was aborted', { hint: 'the AbortSignal passed as `signal` fired', cause: signal.reason });
     }
     return this.#mapBlock(reply);
   }
+
+  readonly #mapReply = (reply: OkReply): ServiceBuffer => this.#mapBlock(reply);
 
   /**
    * Attach the named buffer `name` created by any client with `allocAsync(size, { name })`:
@@ -312,15 +403,18 @@ export class ServicePool {
     const phys = BigInt(reply.phys as string);
     const size = reply.size as number;
     const offset = BigInt(reply.offset as string);
-    let mapping: Mapping;
+    let handle = -1;
+    let buf: ServiceBuffer;
     try {
-      mapping = Mapping.map(this.#fd, offset, Math.ceil(size / this.#page) * this.#page, true, this.devicePath);
+      handle = native().mmap(this.#fd, offset, Math.ceil(size / this.#page) * this.#page, true);
+      buf = new ServiceBuffer(this, phys, BigInt(reply.bus as string), size, handle, reply.name as string | undefined, reply.token as string | undefined);
     } catch (e) {
-      this.#request({ op: 'free', phys: phys.toString() }).catch(() => undefined);
-      throw e;
+      if (handle !== -1) native().munmap(handle);
+      this.#send((id) => encodeFree(id, phys)).catch(() => undefined);
+      throw toPhysmemError(e, this.devicePath);
     }
-    const buf = new ServiceBuffer(this, phys, BigInt(reply.bus as string), size, mapping, mapping.view(0, size), reply.name as string | undefined, reply.token as string | undefined);
-    this.#live.set(phys, buf);
+    buf[kLiveIndex] = this.#live.length;
+    this.#live.push(buf);
     return buf;
   }
 
@@ -340,10 +434,23 @@ export class ServicePool {
     return out;
   }
 
+  // Take `buf` out of the live list: swap with the last (no allocation, unlike a Map's delete).
+  #forget(buf: ServiceBuffer): void {
+    const i = buf[kLiveIndex];
+    if (i < 0) return;
+    buf[kLiveIndex] = -1;
+    const last = this.#live.pop()!;
+    if (last !== buf) {
+      this.#live[i] = last;
+      last[kLiveIndex] = i;
+    }
+  }
+
   /** @internal Used by {@link ServiceBuffer.free}. */
-  async freeBlock(buf: ServiceBuffer): Promise<void> {
-    this.#live.delete(buf.phys);
-    await this.#request({ op: 'free', phys: buf.phys.toString() });
+  freeBlock(buf: ServiceBuffer): Promise<void> {
+    this.#forget(buf);
+    const phys = buf.phys;
+    return this.#send((id) => encodeFree(id, phys)).then(toVoid);
   }
 
   /** Usage of the daemon's pool. */
@@ -379,7 +486,7 @@ export class ServicePool {
 
   /** This client's live buffers. */
   buffers(): ServiceBuffer[] {
-    return [...this.#live.values()];
+    return [...this.#live];
   }
 
   /**
@@ -390,8 +497,8 @@ export class ServicePool {
   destroy(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const b of this.#live.values()) b.unmap();
-    this.#live.clear();
+    for (const b of this.#live) b.unmap();
+    this.#live.length = 0;
     closeFile(this.#fd);
     this.#socket.destroy();
   }
@@ -402,8 +509,8 @@ export class ServicePool {
    */
   async close(): Promise<void> {
     if (this.#closed) return;
-    const bufs = [...this.#live.values()];
-    this.#live.clear();
+    const bufs = [...this.#live];
+    this.#live.length = 0;
     for (const b of bufs) b.unmap();
     await Promise.allSettled(bufs.map((b) => this.#request({ op: 'free', phys: b.phys.toString() })));
     this.#closed = true;
@@ -411,10 +518,13 @@ export class ServicePool {
     await new Promise<void>((resolve) => {
       if (this.#socket.destroyed) return resolve();
       this.#socket.once('close', () => resolve());
+      this.#outbox.flush();
       this.#socket.end();
     });
   }
 }
+
+function toVoid(): void {}
 
 function closed(): PhysmemError {
   return new PhysmemError('EBADF', 'the pool is closed', { hint: 'open it again with openPool({ service })' });

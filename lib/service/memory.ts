@@ -51,6 +51,8 @@ export interface FakeFileMemoryOptions {
   keep?: boolean;
 }
 
+const ZERO_CHUNK = 1 << 30;
+
 /** Create the fake memory file and map it. @throws {PhysmemError} EINVAL for a bad size; open/mmap errors. */
 export function openFakeFileMemory(o: FakeFileMemoryOptions): ServiceMemory {
   const page = native().pageSize();
@@ -77,6 +79,18 @@ export function openFakeFileMemory(o: FakeFileMemoryOptions): ServiceMemory {
     closeFile(fd);
   }
   const base = Number(FAKE_DEFAULT_PHYS_BASE);
+  // The daemon zeroes every block it hands out: long-lived views of 1 GiB chunks (a typed array
+  // stops short of 4 GiB) instead of a fresh ArrayBuffer per block, which cost about 1.5 us.
+  const chunks: Uint8Array[] = [];
+  const chunk = (i: number): Uint8Array => {
+    let c = chunks[i];
+    if (c === undefined) {
+      const start = i * ZERO_CHUNK;
+      c = new Uint8Array(mapping.buffer(mapping.view(start, Math.min(ZERO_CHUNK, size - start)))!);
+      chunks[i] = c;
+    }
+    return c;
+  };
   return {
     name: 'fake',
     ranges: [{ start: base, size }],
@@ -84,14 +98,14 @@ export function openFakeFileMemory(o: FakeFileMemoryOptions): ServiceMemory {
     devicePath: o.path,
     fileOffset: (phys) => BigInt(phys - base),
     zero: (phys, len) => {
-      const id = mapping.view(phys - base, len);
-      try {
-        new Uint8Array(mapping.buffer(id)!).fill(0);
-      } finally {
-        mapping.release(id);
+      for (let off = phys - base, end = off + len; off < end; ) {
+        const i = Math.floor(off / ZERO_CHUNK);
+        const upto = Math.min(end, (i + 1) * ZERO_CHUNK);
+        chunk(i).fill(0, off - i * ZERO_CHUNK, upto - i * ZERO_CHUNK);
+        off = upto;
       }
     },
-    close: () => mapping.close(),
+    close: () => mapping.close(), // detaches the chunks' views too
   };
 }
 

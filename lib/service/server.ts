@@ -16,7 +16,7 @@ import { PhysmemError, hasCode, invalidArgument } from '../errors.js';
 import { RangeAllocator, MAX_OWNER } from '../allocator/index.js';
 import { native, toPhysmemError, type PeerCredentials } from '../native.js';
 import type { DevmemBackendOptions } from '../backends/devmem.js';
-import { FrameDecoder, encodeFrame, parseRequest, type AllocRequest, type Reply, type Request } from './protocol.js';
+import { FrameDecoder, Outbox, encodeBlock, encodeDone, encodeFrame, requestParsers, type AllocRequest, type Reply, type Request } from './protocol.js';
 import { journalPath, newToken, readJournal, writeJournal, type JournalBlock, type JournalData } from './journal.js';
 
 // Owner tag of named buffers: they outlive their creator, so no client's freeAll may take them. Client ids start at 1.
@@ -101,6 +101,7 @@ interface Client {
   readonly cred: PeerCredentials;
   readonly blocks: Map<number, number>; // address -> bytes asked for
   readonly decoder: FrameDecoder<Request>;
+  readonly outbox: Outbox;
   gone: boolean;
 }
 
@@ -451,7 +452,7 @@ export class ServiceServer {
       socket.destroy();
       return;
     }
-    const client: Client = { id: this.#nextClient++, socket, cred, blocks: new Map(), decoder: new FrameDecoder(parseRequest), gone: false };
+    const client: Client = { id: this.#nextClient++, socket, cred, blocks: new Map(), decoder: new FrameDecoder(requestParsers), outbox: new Outbox(socket), gone: false };
     this.#clients.set(client.id, client);
     this.#log(`event=connect client=${client.id} pid=${cred.pid} uid=${cred.uid}`);
     socket.on('data', (chunk: Buffer) => this.#onData(client, chunk));
@@ -463,7 +464,7 @@ export class ServiceServer {
 
   #send(client: Client, reply: Reply): void {
     if (client.gone) return;
-    client.socket.write(encodeFrame(reply));
+    client.outbox.push(encodeFrame(reply));
   }
 
   #onData(client: Client, chunk: Buffer): void {
@@ -471,6 +472,7 @@ export class ServiceServer {
       if (r.kind === 'fatal') {
         this.#log(`event=framing-error client=${client.id} code=${r.code}`);
         this.#send(client, { id: 0, ok: false, code: r.code, message: `${r.code}: ${r.message}; closing this connection` });
+        client.outbox.flush();
         client.socket.end();
         return;
       }
@@ -518,7 +520,7 @@ export class ServiceServer {
       case 'reclaim':
         return this.#reclaim(c, req.id, req.tokens);
       case 'free':
-        return this.#free(c, req.id, req.phys);
+        return this.#free(c, req.id, req.phys, req.binary === true);
       case 'cancel': {
         const i = this.#waiters.findIndex((w) => w.client === c && w.req.id === req.target);
         if (i >= 0) this.#dropWaiter(i, new PhysmemError('ECANCELED', 'waiting allocation was cancelled', { hint: 'the client cancelled it' }));
@@ -579,7 +581,8 @@ export class ServiceServer {
       this.#send(c, errorReply(req.id, new PhysmemError('EIO', `cannot write the journal: ${(e as Error)?.message ?? String(e)}`, { hint: 'check the --state-dir file system (full? read-only?)' })));
       return;
     }
-    this.#send(c, this.#blockReply(req.id, addr, req.size, req.name));
+    if (!req.binary) this.#send(c, this.#blockReply(req.id, addr, req.size, req.name));
+    else if (!c.gone) c.outbox.push(encodeBlock(req.id, addr, BigInt(addr) + this.#memory.busOffset, this.#memory.fileOffset(addr), req.size, this.#tokens.get(addr)!, req.name));
   }
 
   #reclaim(c: Client, id: number, tokens: string[]): void {
@@ -701,7 +704,7 @@ export class ServiceServer {
     }
   }
 
-  #free(c: Client, id: number, phys: bigint): void {
+  #free(c: Client, id: number, phys: bigint, binary: boolean): void {
     const addr = phys <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(phys) : -1;
     if (!c.blocks.has(addr)) {
       if (addr >= 0 && this.#alloc.ownerOf(addr) >= 0) {
@@ -717,7 +720,9 @@ export class ServiceServer {
       this.#tokens.delete(addr);
       this.#persistOrLog();
     }
-    this.#send(c, { id, ok: true });
+    if (binary) {
+      if (!c.gone) c.outbox.push(encodeDone(id));
+    } else this.#send(c, { id, ok: true });
     if (this.#waiters.length !== 0) this.#serveWaiters();
   }
 
