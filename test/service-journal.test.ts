@@ -15,6 +15,7 @@ import { ServicePool } from '../lib/service/client.js';
 import { parseRequest } from '../lib/service/protocol.js';
 import { readJournal, writeJournal, newToken, TOKEN_PATTERN, type JournalData } from '../lib/service/journal.js';
 import { PhysmemError } from '../lib/errors.js';
+import { collectStatus, formatStatus, renderStatusSvg } from '../lib/service/status.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const viteNode = join(repo, 'node_modules/vite-node/vite-node.mjs');
@@ -239,6 +240,15 @@ setInterval(() => {}, 1000); // keep working until killed
     const st = await pool.statsAsync();
     expect(st).toMatchObject({ count: 6, orphanBlocks: 6 });
     await pool.check();
+    // physmem status shows them as restored and awaiting reclaim, not as some client's.
+    const report = await collectStatus(socket);
+    expect(report.restored).toEqual({ blocks: 6, bytes: held.reduce((n, b) => n + b.size, 0) });
+    expect(report.map.filter((m) => m.state === 'restored').map((m) => m.phys).sort()).toEqual(held.map((b) => b.phys).sort());
+    expect(report.clients).toEqual([]);
+    const text = formatStatus(report);
+    expect(text).toMatch(/restored after a restart and not yet reclaimed 6 block\(s\)/);
+    expect(text.match(/restored, awaiting reclaim \(was pid \d+\)/g)).toHaveLength(6);
+    expect(renderStatusSvg(report).match(/data-state="restored"/g)).toHaveLength(6);
     // Allocate everything else: nothing may overlap a live block.
     const fresh = [];
     for (;;) {
@@ -261,6 +271,7 @@ setInterval(() => {}, 1000); // keep working until killed
       expect(buf.bytes.every((v) => v === held[i].fill)).toBe(true);
     }
     await pool.check();
+    expect((await collectStatus(socket)).restored.blocks).toBe(1);
     // The sixth was not reclaimed: released after the grace period, and then reusable.
     const before = (await pool.statsAsync()).count;
     for (let i = 0; i < 400 && (await pool.statsAsync()).orphanBlocks !== 0; i++) await sleep(25);

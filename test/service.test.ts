@@ -9,9 +9,9 @@ import { connect } from 'node:net';
 import { mkdtempSync, rmSync, statSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ALLOC_TIMEOUT, ALLOC_WAIT, FrameDecoder, MAX_FRAME, PROTOCOL_VERSION, encodeAlloc, encodeBlock, encodeDone, encodeFrame, encodeFree, parseReply, replyParsers, requestParsers, type Reply } from '../lib/service/protocol.js';
+import { ALLOC_TIMEOUT, ALLOC_WAIT, FrameDecoder, MAX_FRAME, Outbox, PROTOCOL_VERSION, encodeAlloc, encodeBlock, encodeDone, encodeFrame, encodeFree, parseReply, replyParsers, requestParsers, type Reply } from '../lib/service/protocol.js';
 import { startServer, type ServiceServer } from '../lib/service/server.js';
-import { ServicePool } from '../lib/service/client.js';
+import { PendingTable, ServicePool } from '../lib/service/client.js';
 import { openPool } from '../lib/open.js';
 import { PhysmemError } from '../lib/errors.js';
 import * as compat from '../lib/compat.js';
@@ -179,6 +179,78 @@ describe('protocol', () => {
     expect(d.dead).toBe(false);
   });
 
+  it('the decoder keeps its own copy of a partial frame: the caller may overwrite its read buffer (net onread)', () => {
+    const frames = Buffer.concat([encodeFree(1, 4096n), encodeAlloc(2, 100, 0, 0, 0, 'keep.me'), encodeFrame({ op: 'stats', id: 3 })]);
+    const shared = Buffer.alloc(frames.length);
+    for (let cut = 1; cut < frames.length; cut++) {
+      const d = new FrameDecoder(requestParsers);
+      frames.copy(shared, 0, 0, cut);
+      const out = d.push(shared.subarray(0, cut));
+      shared.fill(0xee); // the next read lands in the same memory
+      frames.copy(shared, 0, cut);
+      out.push(...d.push(shared.subarray(0, frames.length - cut)));
+      expect(out.map((r) => (r.kind === 'message' ? r.message.op : r.kind))).toEqual(['free', 'alloc', 'stats']);
+      expect(out[1]).toMatchObject({ message: { name: 'keep.me', size: 100 } });
+    }
+  });
+
+  it('Outbox: frames pushed in one turn leave in one write, after the turn; flush() writes at once; a destroyed socket gets nothing', async () => {
+    const writes: Buffer[] = [];
+    const sink = { destroyed: false, write: (b: Buffer) => writes.push(Buffer.from(b)) };
+    const o = new Outbox(sink);
+    o.push(encodeDone(1));
+    o.push(encodeDone(2));
+    await Promise.resolve().then(() => o.push(encodeDone(3))); // a microtask of the same turn
+    expect(writes).toHaveLength(0);
+    await new Promise((r) => setImmediate(r));
+    expect(writes).toEqual([Buffer.concat([encodeDone(1), encodeDone(2), encodeDone(3)])]);
+    o.push(encodeDone(4));
+    o.flush();
+    expect(writes[1]).toEqual(encodeDone(4));
+    await new Promise((r) => setImmediate(r));
+    expect(writes).toHaveLength(2); // the scheduled flush found nothing left
+    sink.destroyed = true;
+    o.push(encodeDone(5));
+    await new Promise((r) => setImmediate(r));
+    expect(writes).toHaveLength(2);
+  });
+
+  it('PendingTable: hands out distinct ids, skips ids whose slot is taken, settles in any order, failAll rejects the rest', async () => {
+    const t = new PendingTable();
+    const settled = new Map<number, string>();
+    const add = () => {
+      const id: number = t.add(() => settled.set(id, 'ok'), (e) => settled.set(id, e.code));
+      return id;
+    };
+    const first = Array.from({ length: 40 }, add); // grows past 16 and 32 slots
+    expect(first).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    expect(t.size).toBe(40);
+    // Settle all but id 3, then cycle through many more ids: they must skip the slot 3 still holds.
+    for (const id of first) if (id !== 3) expect(t.settle({ id, ok: true })).toBe(true);
+    const seen = new Set<number>();
+    for (let i = 0; i < 1000; i++) {
+      const id = add();
+      expect(id).not.toBe(3);
+      expect(seen.has(id)).toBe(false);
+      seen.add(id);
+      expect(t.settle({ id, ok: true })).toBe(true);
+    }
+    expect(seen.has(131) || seen.has(259)).toBe(false); // 3 + 128k: the slot of id 3 in the 128-slot table
+    expect(seen.has(130) && seen.has(132)).toBe(true);
+    expect(t.settle({ id: 3, ok: false, code: 'EPERM', message: 'EPERM: no' })).toBe(true);
+    expect(t.settle({ id: 3, ok: true })).toBe(false); // only once
+    expect(t.settle({ id: 999_999, ok: true })).toBe(false); // no such request
+    expect(t.settle({ id: 0, ok: false, code: 'EPROTO', message: 'x' })).toBe(false);
+    const left = [add(), add()];
+    t.remove(left[0]);
+    t.failAll(new PhysmemError('ECONNRESET', 'gone'));
+    expect(t.size).toBe(0);
+    expect(settled.get(1)).toBe('ok');
+    expect(settled.get(3)).toBe('EPERM');
+    expect(settled.has(left[0])).toBe(false); // removed: never settled
+    expect(settled.get(left[1])).toBe('ECONNRESET');
+  });
+
   it('the decoder never throws on random bytes', () => {
     fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 8 }), (chunks) => {
       const d = new FrameDecoder(requestParsers);
@@ -282,6 +354,28 @@ describe('daemon and clients', () => {
     expect(Date.now() - t0).toBeLessThan(2000); // not queued (a queued request would wait forever here)
     expect(e.message).toMatch(/wait/);
     await big.free();
+  });
+});
+
+describe('pipelined requests on one connection', () => {
+  it('a free not yet confirmed is handled before the alloc sent after it: a full pool still serves that alloc', async () => {
+    const { socket } = await serve({ size: 4 * 4096 });
+    const pool = await client(socket);
+    const rounds = 200;
+    let blocks = await Promise.all([0, 1, 2, 3].map(() => pool.allocAsync(4096)));
+    await rejectsWith(pool.allocAsync(4096), 'ENOMEM'); // full
+    const confirmations: Promise<void>[] = [];
+    for (let i = 0; i < rounds; i++) {
+      // Free all four without waiting, then ask for four again (GFP_ATOMIC: no queueing).
+      for (const b of blocks) confirmations.push(b.free());
+      blocks = await Promise.all([0, 1, 2, 3].map(() => pool.allocAsync(4096)));
+    }
+    await Promise.all(confirmations);
+    expect(confirmations).toHaveLength(4 * rounds);
+    const s = await pool.statsAsync();
+    expect(s).toMatchObject({ count: 4, free: 0 });
+    await pool.check();
+    for (const b of blocks) await b.free();
   });
 });
 

@@ -56,38 +56,53 @@ export interface ServiceStats extends Omit<PoolStats, 'ranges'> {
 }
 
 /**
- * Requests waiting for their reply, by id. Ids are handed out in sequence and
- * mostly answered in order, so slots indexed by `id & mask` do the work of a
- * Map without allocating on every delete (a Map rehashes as it shrinks, about
- * 0.5 KB per request here). A slot already taken (a long wait, or ids wrapping) doubles the table.
+ * Requests waiting for their reply, by id. The table hands out the ids
+ * itself: the next id in sequence (1..MAX_ID, wrapping) whose slot
+ * `id & mask` is free, so ids never collide and a reply finds its request in
+ * one probe, without the allocation a Map makes as it grows and shrinks
+ * (about 0.5 KB per request here). The table doubles when half full.
+ * @internal Exported for tests.
  */
-class PendingTable {
+export class PendingTable {
   #ids: number[] = new Array<number>(16).fill(0);
   #resolve: (((r: OkReply) => void) | undefined)[] = new Array(16).fill(undefined);
   #reject: (((e: PhysmemError) => void) | undefined)[] = new Array(16).fill(undefined);
   #mask = 15;
+  #next = 1;
   /** Requests waiting. */
   size = 0;
 
-  set(id: number, resolve: (r: OkReply) => void, reject: (e: PhysmemError) => void): void {
-    while (this.#ids[id & this.#mask] !== 0) this.#grow();
+  /** Register a request; returns its id. */
+  add(resolve: (r: OkReply) => void, reject: (e: PhysmemError) => void): number {
+    if (2 * (this.size + 1) > this.#ids.length) this.#grow();
+    let id = this.#next;
+    while (this.#ids[id & this.#mask] !== 0) id = id >= MAX_ID ? 1 : id + 1; // skip ids whose slot is taken
+    this.#next = id >= MAX_ID ? 1 : id + 1;
     const i = id & this.#mask;
     this.#ids[i] = id;
     this.#resolve[i] = resolve;
     this.#reject[i] = reject;
     this.size++;
+    return id;
   }
 
-  /** Settle request `id` with `reply`; false when no request has that id. */
+  /** Forget request `id` without settling it. */
+  remove(id: number): void {
+    const i = id & this.#mask;
+    if (id === 0 || this.#ids[i] !== id) return;
+    this.#ids[i] = 0;
+    this.#resolve[i] = undefined;
+    this.#reject[i] = undefined;
+    this.size--;
+  }
+
+  /** Settle the request `reply.id` with `reply`; false when no request has that id. */
   settle(reply: Reply): boolean {
     const i = reply.id & this.#mask;
     if (reply.id === 0 || this.#ids[i] !== reply.id) return false;
     const resolve = this.#resolve[i]!;
     const reject = this.#reject[i]!;
-    this.#ids[i] = 0;
-    this.#resolve[i] = undefined;
-    this.#reject[i] = undefined;
-    this.size--;
+    this.remove(reply.id);
     if (reply.ok) resolve(reply);
     else reject(replyError(reply));
     return true;
@@ -114,7 +129,7 @@ class PendingTable {
     this.#mask = n - 1;
     for (let j = 0; j < ids.length; j++) {
       if (ids[j] === 0) continue;
-      const i = ids[j] & this.#mask; // distinct: they were distinct under the smaller mask
+      const i = ids[j] & this.#mask; // free: distinct low bits under the old mask stay distinct
       this.#ids[i] = ids[j];
       this.#resolve[i] = res[j];
       this.#reject[i] = rej[j];
@@ -179,6 +194,9 @@ export class ServiceBuffer {
   /**
    * Return the block to the daemon. `bytes` becomes zero-length at once (and
    * the block is unmapped); the Promise settles when the daemon confirms.
+   * A hot loop need not await it before its next `allocAsync`: the daemon
+   * handles one connection's requests in order, so that allocation already
+   * sees this memory free (keep the Promise, or `.catch()` it, to learn of errors).
    * For a named buffer this drops this client's hold; the last holder's free frees it.
    * @throws {PhysmemError} EINVAL (rejected) if already freed.
    */
@@ -225,7 +243,7 @@ export class ServicePool {
   readonly #unrefWhenIdle: boolean; // compat: an idle connection must not keep the program alive
   readonly #live: ServiceBuffer[] = []; // unordered; each buffer knows its index (kLiveIndex)
   readonly #fd: number;
-  #nextId = 2; // 1 was hello
+  #lastId = 0; // id of the latest request, for cancel
   #closed = false;
 
   private constructor(socket: Socket, hello: OkReply, fd: number, pending: PendingTable, unrefWhenIdle: boolean) {
@@ -250,8 +268,28 @@ export class ServicePool {
    */
   static async connect(path: string, options: { unrefWhenIdle?: boolean } = {}): Promise<ServicePool> {
     if (typeof path !== 'string' || path === '') throw invalidArgument('service must be the path of a physmem daemon socket');
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = connect(path);
+    const pending = new PendingTable();
+    const decoder = new FrameDecoder(replyParsers);
+    const fail = (e: PhysmemError) => pending.failAll(e);
+    let socket: Socket | undefined;
+    const onChunk = (chunk: Buffer): void => {
+      for (const r of decoder.push(chunk)) {
+        if (r.kind !== 'message') {
+          fail(new PhysmemError(r.code, r.message, { hint: 'the daemon and this client may be different versions' }));
+          socket?.destroy();
+          return;
+        }
+        // Id 0 (a framing complaint about us, followed by close) settles nothing.
+        if (pending.settle(r.message) && pending.size === 0 && options.unrefWhenIdle) socket?.unref();
+      }
+    };
+    socket = await new Promise<Socket>((resolve, reject) => {
+      // onread: every read lands in this one buffer (the decoder copies what it keeps),
+      // instead of a fresh 64 KiB buffer and a trip through the stream machinery per read.
+      const s = connect({ path, onread: { buffer: Buffer.alloc(64 * 1024), callback: (n: number, buf: Uint8Array) => {
+        onChunk(Buffer.from(buf.buffer, buf.byteOffset, n));
+        return true; // keep reading
+      } } });
       s.once('connect', () => {
         s.off('error', reject);
         resolve(s);
@@ -265,29 +303,15 @@ export class ServicePool {
         }));
       });
     });
-    const pending = new PendingTable();
-    const decoder = new FrameDecoder(replyParsers);
-    const fail = (e: PhysmemError) => pending.failAll(e);
-    socket.on('data', (chunk: Buffer) => {
-      for (const r of decoder.push(chunk)) {
-        if (r.kind !== 'message') {
-          fail(new PhysmemError(r.code, r.message, { hint: 'the daemon and this client may be different versions' }));
-          socket.destroy();
-          return;
-        }
-        // Id 0 (a framing complaint about us, followed by close) settles nothing.
-        if (pending.settle(r.message) && pending.size === 0 && options.unrefWhenIdle) socket.unref();
-      }
-    });
     socket.on('error', () => {
       /* 'close' follows */
     });
     socket.on('close', () => fail(new PhysmemError('ECONNRESET', 'the connection to the physmem daemon closed', { path, hint: 'is the daemon still running?' })));
     const hello = await new Promise<OkReply>((resolve, reject) => {
-      pending.set(1, resolve, reject);
-      socket.write(encodeFrame({ op: 'hello', id: 1 })); // before any Outbox exists
+      const id = pending.add(resolve, reject);
+      socket.write(encodeFrame({ op: 'hello', id })); // before any Outbox exists
     }).catch((e: unknown) => {
-      socket.destroy();
+      socket!.destroy();
       throw e;
     });
     let fd: number;
@@ -307,16 +331,21 @@ export class ServicePool {
     return this.#send((id) => encodeFrame({ ...msg, id }));
   }
 
-  // One request: a fresh id (wrapping below MAX_ID), registered before the frame is queued.
+  // One request under a fresh id, registered before the frame is queued.
   // Frames queued in one turn of the event loop leave in one write (Outbox).
   #send(encode: (id: number) => Buffer): Promise<OkReply> {
     if (this.#closed) return Promise.reject(closed());
     if (this.#socket.destroyed) return Promise.reject(new PhysmemError('ECONNRESET', 'the connection to the physmem daemon is closed', { hint: 'open the pool again' }));
-    const id = this.#nextId;
-    this.#nextId = id >= MAX_ID ? 1 : id + 1;
-    const frame = encode(id);
     return new Promise<OkReply>((resolve, reject) => {
-      this.#pending.set(id, resolve, reject);
+      const id = this.#pending.add(resolve, reject);
+      this.#lastId = id;
+      let frame: Buffer;
+      try {
+        frame = encode(id);
+      } catch (e) {
+        this.#pending.remove(id);
+        throw e; // rejects this promise
+      }
       if (this.#unrefWhenIdle) this.#socket.ref();
       this.#outbox.push(frame);
     });
@@ -360,7 +389,7 @@ export class ServicePool {
     const request = this.#send((i) => encodeAlloc(i, size, align ?? 0, flags, timeoutMs ?? 0, name));
     // The common case allocates no closure of its own: one promise and the mapping.
     if (signal === undefined) return request.then(this.#mapReply);
-    return this.#abortable(request, this.#nextId === 1 ? MAX_ID : this.#nextId - 1, signal);
+    return this.#abortable(request, this.#lastId, signal);
   }
 
   // An allocation with an AbortSignal: cancel it at the daemon when the signal fires.

@@ -12,8 +12,11 @@ export interface StatusMapEntry {
   phys: string;
   /** Bytes (whole pages for blocks). */
   size: number;
-  /** `'used'`, `'quarantined'` (its client is gone) or `'free'`. */
-  state: 'used' | 'quarantined' | 'free';
+  /**
+   * `'used'`, `'quarantined'` (its client is gone), `'restored'` (kept from the journal
+   * after a daemon restart, waiting for its client to reclaim it with its token) or `'free'`.
+   */
+  state: 'used' | 'quarantined' | 'restored' | 'free';
   /** Owning client id, for blocks. */
   client?: number;
   /** Owner's pid, for blocks. */
@@ -60,6 +63,8 @@ export interface StatusReport {
   connected: number;
   /** Quarantined blocks and bytes. */
   quarantine: { blocks: number; bytes: number };
+  /** Blocks restored from the journal that no client has reclaimed yet, and their bytes (as asked for). */
+  restored: { blocks: number; bytes: number };
   /** Clients holding blocks. */
   clients: StatusClient[];
   /** Every block and free gap, in address order. */
@@ -89,7 +94,14 @@ function buildReport(
   s: Awaited<ReturnType<ServicePool['statsAsync']>>, blocks: ServiceBlock[],
 ): StatusReport {
   const byClient = new Map<number, StatusClient>();
+  const restored = { blocks: 0, bytes: 0 };
   for (const b of blocks) {
+    if (b.orphan === true) {
+      // Nobody's yet: not a client (they carry client 0), shown as restored.
+      restored.blocks++;
+      restored.bytes += b.size;
+      continue;
+    }
     const c = byClient.get(b.client) ?? { client: b.client, pid: b.pid, blocks: 0, bytes: 0, quarantined: b.quarantined };
     c.blocks++;
     c.bytes += b.size;
@@ -106,7 +118,9 @@ function buildReport(
       const p = BigInt(b.phys);
       if (p > at) map.push({ phys: at.toString(), size: Number(p - at), state: 'free' });
       const size = Math.ceil(b.size / page) * page;
-      const entry: StatusMapEntry = { phys: b.phys, size, state: b.quarantined ? 'quarantined' : 'used', client: b.client, pid: b.pid };
+      const entry: StatusMapEntry = b.orphan === true
+        ? { phys: b.phys, size, state: 'restored', pid: b.pid }
+        : { phys: b.phys, size, state: b.quarantined ? 'quarantined' : 'used', client: b.client, pid: b.pid };
       if (b.name !== undefined) entry.name = b.name;
       map.push(entry);
       at = p + BigInt(size);
@@ -125,6 +139,7 @@ function buildReport(
     waiting: s.waiting,
     connected: s.clients,
     quarantine: { blocks: s.quarantinedBlocks, bytes: s.quarantinedBytes },
+    restored,
     clients: [...byClient.values()].sort((a, b) => a.client - b.client),
     map,
     truncated: blocks.length >= 400 && blocks.length < s.count, // the daemon's cap on one reply
@@ -137,16 +152,24 @@ export function formatStatus(r: StatusReport): string {
   const lines = [
     `daemon pid ${r.daemonPid} on ${r.socket} (${r.backend} backend)`,
     `total ${r.total} bytes, used ${r.used}, free ${r.free} in ${r.fragments} fragment(s), largest free ${r.largestFree}`,
-    `${r.connected} connected, ${r.waiting} waiting, quarantine ${r.quarantine.blocks} block(s) / ${r.quarantine.bytes} bytes`,
+    `${r.connected} connected, ${r.waiting} waiting, quarantine ${r.quarantine.blocks} block(s) / ${r.quarantine.bytes} bytes` +
+      (r.restored.blocks === 0 ? '' : `, restored after a restart and not yet reclaimed ${r.restored.blocks} block(s) / ${r.restored.bytes} bytes`),
     '',
     'clients:',
     ...(r.clients.length === 0 ? ['  (none with blocks)'] : r.clients.map((c) => `  client ${c.client} pid ${c.pid}: ${c.blocks} block(s), ${c.bytes} bytes${c.quarantined ? ' (quarantined)' : ''}`)),
     '',
     'memory map:',
-    ...r.map.map((m) => `  ${hex(m.phys)} ${String(m.size).padStart(10)}  ${m.state === 'free' ? 'free' : `${m.state} client ${m.client} pid ${m.pid}${m.name === undefined ? '' : ` name '${m.name}'`}`}`),
+    ...r.map.map((m) => `  ${hex(m.phys)} ${String(m.size).padStart(10)}  ${describeEntry(m)}`),
   ];
   if (r.truncated) lines.push('  (block list cut: the daemon sends at most 400 blocks)');
   return lines.join('\n');
+}
+
+function describeEntry(m: StatusMapEntry): string {
+  const name = m.name === undefined ? '' : ` name '${m.name}'`;
+  if (m.state === 'free') return 'free';
+  if (m.state === 'restored') return `restored, awaiting reclaim (was pid ${m.pid})${name}`;
+  return `${m.state} client ${m.client} pid ${m.pid}${name}`;
 }
 
 function xmlEscape(s: string): string {
@@ -160,8 +183,8 @@ function clientColour(id: number): string {
 
 /**
  * The memory map as an SVG picture: one bar across the pool, a rectangle per
- * block coloured by owner (quarantined blocks hatched orange, free space
- * light grey), each with a tooltip; a legend of clients; and the
+ * block coloured by owner (quarantined blocks hatched orange, blocks restored
+ * after a restart and not yet reclaimed hatched blue, free space light grey), each with a tooltip; a legend of clients; and the
  * fragmentation (free fragments, largest free block / free bytes).
  */
 export function renderStatusSvg(r: StatusReport): string {
@@ -173,8 +196,8 @@ export function renderStatusSvg(r: StatusReport): string {
   const rects = r.map.map((m) => {
     const x = (Number(BigInt(m.phys) - start) / total) * W;
     const w = Math.max((m.size / total) * W, 0.5);
-    const fill = m.state === 'free' ? '#e6e6e6' : m.state === 'quarantined' ? 'url(#quarantine)' : clientColour(m.client!);
-    const label = m.state === 'free' ? `free, ${m.size} bytes` : `${m.state}: client ${m.client} pid ${m.pid}, ${m.size} bytes`;
+    const fill = m.state === 'free' ? '#e6e6e6' : m.state === 'quarantined' ? 'url(#quarantine)' : m.state === 'restored' ? 'url(#restored)' : clientColour(m.client!);
+    const label = `${describeEntry(m)}, ${m.size} bytes`;
     return `<rect data-state="${m.state}" x="${x.toFixed(2)}" y="${barY}" width="${w.toFixed(2)}" height="${barH}" fill="${fill}"><title>0x${BigInt(m.phys).toString(16)}: ${xmlEscape(label)}</title></rect>`;
   });
   const frag = r.free === 0 ? 0 : 1 - r.largestFree / r.free;
@@ -184,9 +207,10 @@ export function renderStatusSvg(r: StatusReport): string {
   const height = 140 + Math.max(1, r.clients.length) * 18 + 10;
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}" font-family="sans-serif" font-size="12">`,
-    '<defs><pattern id="quarantine" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#f4a340"/><rect width="3" height="6" fill="#c46a00"/></pattern></defs>',
+    '<defs><pattern id="quarantine" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#f4a340"/><rect width="3" height="6" fill="#c46a00"/></pattern>' +
+      '<pattern id="restored" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(-45)"><rect width="6" height="6" fill="#9bb7d4"/><rect width="3" height="6" fill="#4a6f96"/></pattern></defs>',
     `<text x="0" y="16">${xmlEscape(`physmem daemon pid ${r.daemonPid} (${r.backend}): ${r.used} of ${r.total} bytes used, ${r.free} free`)}</text>`,
-    `<text x="0" y="32">${xmlEscape(`${r.fragments} free fragment(s), largest ${r.largestFree} bytes; fragmentation ${(frag * 100).toFixed(1)}%; quarantine ${r.quarantine.blocks} block(s)`)}</text>`,
+    `<text x="0" y="32">${xmlEscape(`${r.fragments} free fragment(s), largest ${r.largestFree} bytes; fragmentation ${(frag * 100).toFixed(1)}%; quarantine ${r.quarantine.blocks} block(s); restored, awaiting reclaim ${r.restored.blocks} block(s)`)}</text>`,
     ...rects,
     `<text x="0" y="120">0x${start.toString(16)}</text>`,
     `<text x="${W}" y="120" text-anchor="end">0x${(start + BigInt(total)).toString(16)}</text>`,
