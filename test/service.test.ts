@@ -16,6 +16,7 @@ import { openPool } from '../lib/open.js';
 import { PhysmemError } from '../lib/errors.js';
 import * as compat from '../lib/compat.js';
 import { collectStatus, formatStatus, renderStatusSvg } from '../lib/service/status.js';
+import { startJsonChild } from './helpers/child.js';
 
 const root = mkdtempSync(join(tmpdir(), 'physmem-service-'));
 const servers: ServiceServer[] = [];
@@ -376,6 +377,76 @@ describe('pipelined requests on one connection', () => {
     expect(s).toMatchObject({ count: 4, free: 0 });
     await pool.check();
     for (const b of blocks) await b.free();
+  });
+});
+
+describe('a client that sends but never reads', () => {
+  it('is not read any further once about 1 MiB of its replies is unread; others are served; nothing is lost', async () => {
+    const { server, socket } = await serve();
+    // 300,000 stats requests (about 9 MB; their replies would be about 100 MB), written as fast
+    // as the socket takes them, for at most 3 s; nothing is ever read.
+    const flooder = `
+      const s = require('node:net').connect(process.argv[1]);
+      s.on('connect', async () => {
+        const body = Buffer.from(JSON.stringify({ op: 'stats', id: 1 }));
+        const f = Buffer.alloc(5 + body.length);
+        f.writeUInt32BE(body.length + 1, 0);
+        f[4] = ${PROTOCOL_VERSION};
+        body.copy(f, 5);
+        const batch = Buffer.concat(Array(100).fill(f));
+        const end = Date.now() + 3000;
+        let sent = 0;
+        while (sent < 300000 && Date.now() < end) {
+          sent += 100;
+          if (!s.write(batch)) {
+            const drained = await Promise.race([new Promise((r) => s.once('drain', () => r(true))), new Promise((r) => setTimeout(r, end - Date.now(), false))]);
+            if (!drained) break;
+          }
+        }
+        console.log(JSON.stringify({ ok: true, sent }));
+      });`;
+    const { child, result } = await startJsonChild(['-e', flooder, socket], 20_000);
+    try {
+      const sent = (result as unknown as { sent: number }).sent;
+      expect(sent).toBeLessThan(100_000); // held back, not queued: ~1 MiB of replies plus the kernel's buffers
+      // Everyone else is served meanwhile.
+      const other = await client(socket);
+      const b = await other.allocAsync(4096);
+      await b.free();
+      server.check();
+    } finally {
+      child.kill('SIGKILL');
+    }
+    await sleep(50);
+    expect(server.clientCount).toBe(1);
+  });
+
+  it('a slow reader gets every reply, in order, once it reads: holding back loses and reorders nothing', async () => {
+    const { socket } = await serve();
+    const n = 30_000; // replies of ~350 bytes: ~10 MB, well past the 1 MiB hold-back
+    const s = connect(socket);
+    await new Promise((r) => s.once('connect', r));
+    s.pause(); // not reading yet
+    s.write(Buffer.concat(Array.from({ length: n }, (_, i) => encodeFrame({ op: 'stats', id: i + 1 }))));
+    s.write(encodeFree(n + 1, 12345n)); // a binary request at the end: an error reply, still in order
+    await sleep(300);
+    const d = new FrameDecoder(replyParsers);
+    const ids: number[] = [];
+    let last: Reply | undefined;
+    await new Promise<void>((resolve, reject) => {
+      s.on('data', (c: Buffer) => {
+        for (const r of d.push(c)) {
+          if (r.kind !== 'message') return reject(new Error(r.message));
+          ids.push(r.message.id);
+          last = r.message;
+          if (ids.length === n + 1) resolve();
+        }
+      });
+      s.resume();
+    });
+    s.destroy();
+    expect(ids).toEqual(Array.from({ length: n + 1 }, (_, i) => i + 1));
+    expect(last).toMatchObject({ ok: false, code: 'EINVAL' });
   });
 });
 

@@ -454,6 +454,8 @@ export function parseReply(v: unknown): DecodeResult<Reply> {
 /** Where an {@link Outbox} writes: a `net.Socket`. */
 export interface FrameSink {
   readonly destroyed: boolean;
+  /** Bytes written but not yet taken by the kernel. */
+  readonly writableLength?: number;
   write(data: Buffer): unknown;
 }
 
@@ -469,15 +471,22 @@ export class Outbox {
   readonly #frames: Buffer[] = [];
   #scheduled = false;
   readonly #flush = (): void => this.flush();
+  #queued = 0;
 
   /** @param sink - the socket to write to. */
   constructor(sink: FrameSink) {
     this.#sink = sink;
   }
 
+  /** Bytes not yet taken by the kernel: queued here plus buffered in the socket. */
+  get backlog(): number {
+    return this.#queued + (this.#sink.writableLength ?? 0);
+  }
+
   /** Queue one frame. */
   push(frame: Buffer): void {
     this.#frames.push(frame);
+    this.#queued += frame.length;
     if (!this.#scheduled) {
       this.#scheduled = true;
       process.nextTick(this.#flush);
@@ -491,6 +500,7 @@ export class Outbox {
     if (frames.length === 0) return;
     const data = frames.length === 1 ? frames[0] : Buffer.concat(frames);
     frames.length = 0; // reused: the data was copied (or is the one frame)
+    this.#queued = 0;
     if (!this.#sink.destroyed) this.#sink.write(data);
   }
 }

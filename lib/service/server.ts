@@ -16,7 +16,7 @@ import { PhysmemError, hasCode, invalidArgument } from '../errors.js';
 import { RangeAllocator, MAX_OWNER } from '../allocator/index.js';
 import { native, toPhysmemError, type PeerCredentials } from '../native.js';
 import type { DevmemBackendOptions } from '../backends/devmem.js';
-import { FrameDecoder, Outbox, encodeBlock, encodeDone, encodeFrame, requestParsers, type AllocRequest, type Reply, type Request } from './protocol.js';
+import { FrameDecoder, Outbox, encodeBlock, encodeDone, encodeFrame, requestParsers, type AllocRequest, type DecodeResult, type Reply, type Request } from './protocol.js';
 import { journalPath, newToken, readJournal, writeJournal, type JournalBlock, type JournalData } from './journal.js';
 
 // Owner tag of named buffers: they outlive their creator, so no client's freeAll may take them. Client ids start at 1.
@@ -68,6 +68,9 @@ export interface ServeOptions {
   log?: (line: string) => void;
 }
 
+/** Reply bytes a client may leave unread before the daemon stops reading its requests. */
+const REPLY_BACKLOG = 1 << 20;
+
 /** Default quarantine of a disconnected client's blocks, in ms. */
 export const DEFAULT_QUARANTINE_MS = 1000;
 /** Default grace period of restored blocks after a restart with a journal, in ms. */
@@ -102,6 +105,8 @@ interface Client {
   readonly blocks: Map<number, number>; // address -> bytes asked for
   readonly decoder: FrameDecoder<Request>;
   readonly outbox: Outbox;
+  /** Requests held back while its replies drain (see #holdBack); undefined when reading. */
+  queue: DecodeResult<Request>[] | undefined;
   gone: boolean;
 }
 
@@ -452,7 +457,7 @@ export class ServiceServer {
       socket.destroy();
       return;
     }
-    const client: Client = { id: this.#nextClient++, socket, cred, blocks: new Map(), decoder: new FrameDecoder(requestParsers), outbox: new Outbox(socket), gone: false };
+    const client: Client = { id: this.#nextClient++, socket, cred, blocks: new Map(), decoder: new FrameDecoder(requestParsers), outbox: new Outbox(socket), queue: undefined, gone: false };
     this.#clients.set(client.id, client);
     this.#log(`event=connect client=${client.id} pid=${cred.pid} uid=${cred.uid}`);
     socket.on('data', (chunk: Buffer) => this.#onData(client, chunk));
@@ -468,7 +473,22 @@ export class ServiceServer {
   }
 
   #onData(client: Client, chunk: Buffer): void {
-    for (const r of client.decoder.push(chunk)) {
+    const results = client.decoder.push(chunk);
+    if (client.queue !== undefined) client.queue.push(...results); // keep the order
+    else this.#process(client, results, 0);
+  }
+
+  // Handle results[from..]. A client whose unread replies pass REPLY_BACKLOG is not read
+  // any further (not even the rest of this chunk) until they drain: otherwise a client
+  // that sends without reading could make the daemon queue replies without bound.
+  #process(client: Client, results: DecodeResult<Request>[], from: number): void {
+    for (let i = from; i < results.length; i++) {
+      if (client.gone) return;
+      if (client.outbox.backlog > REPLY_BACKLOG) {
+        this.#holdBack(client, results, i);
+        return;
+      }
+      const r = results[i];
       if (r.kind === 'fatal') {
         this.#log(`event=framing-error client=${client.id} code=${r.code}`);
         this.#send(client, { id: 0, ok: false, code: r.code, message: `${r.code}: ${r.message}; closing this connection` });
@@ -487,6 +507,23 @@ export class ServiceServer {
         this.#send(client, errorReply(r.message.id, e));
       }
     }
+  }
+
+  #holdBack(client: Client, results: DecodeResult<Request>[], from: number): void {
+    const s = client.socket;
+    s.pause();
+    client.queue = results.slice(from);
+    client.outbox.flush();
+    const go = (): void => {
+      const queue = client.queue!;
+      client.queue = undefined;
+      if (client.gone) return;
+      this.#process(client, queue, 0); // may hold back again
+      if (!client.gone && client.queue === undefined) s.resume();
+    };
+    // 'drain' comes only after a write() that returned false; otherwise the kernel took it all.
+    if (s.writableNeedDrain) s.once('drain', go);
+    else setImmediate(go);
   }
 
   #handle(c: Client, req: Request): void {
