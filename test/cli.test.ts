@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ServicePool } from '../lib/service/client.js';
 import { fileURLToPath } from 'node:url';
 
 const bin = fileURLToPath(new URL('../dist/lib/cli/bin.js', import.meta.url));
@@ -8,6 +11,18 @@ const bin = fileURLToPath(new URL('../dist/lib/cli/bin.js', import.meta.url));
 function run(...args: string[]) {
   const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+// Like run(), without blocking this process's event loop (it may be serving the other end).
+function runAsync(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    c.once('close', (code) => resolve({ code, out, err }));
+  });
 }
 
 describe.skipIf(!existsSync(bin))('physmem CLI (built bin; npm test builds it first)', () => {
@@ -56,6 +71,60 @@ describe.skipIf(!existsSync(bin))('physmem CLI (built bin; npm test builds it fi
     const r = run('stat', '--backend', 'fake', '--size', '1000000G', '--json');
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/^physmem: E[A-Z]+: /m);
+  });
+});
+
+describe.skipIf(!existsSync(bin))('physmem serve and physmem status (built bin)', () => {
+  it('refuse flags they would ignore or cannot use, with exit 2 and the flag named', () => {
+    const sock = join(mkdtempSync(join(tmpdir(), 'physmem-cli-')), 'run', 's.sock');
+    const grace = run('serve', '--socket', sock, '--grace-ms', '5');
+    expect(grace.code).toBe(2);
+    expect(grace.err).toMatch(/--grace-ms needs --state-dir/);
+    const q = run('serve', '--socket', sock, '--quarantine-ms', String(2 ** 31));
+    expect(q.code).toBe(2);
+    expect(q.err).toMatch(/--quarantine-ms/);
+    expect(run('serve', '--socket', sock, '--quarantine-ms', '-1').code).toBe(2);
+    const size = run('serve', '--socket', sock, '--backend', 'devmem', '--size', '1M');
+    expect(size.code).toBe(2);
+    expect(size.err).toMatch(/--size is for --backend fake/);
+    expect(run('serve').code).toBe(2); // --socket is required
+    expect(existsSync(sock)).toBe(false); // nothing was started
+    const none = run('status', '--socket', sock);
+    expect(none.code).toBe(1);
+    expect(none.err).toMatch(/ENOENT: cannot connect to the physmem daemon.*physmem serve --socket/);
+  });
+
+  it('serve runs until SIGTERM; status prints text, --json and --svg of what it serves', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'physmem-cli-'));
+    const sock = join(dir, 'run', 'pool.sock');
+    const daemon = spawn(process.execPath, [bin, 'serve', '--socket', sock, '--size', '1M', '--quarantine-ms', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    daemon.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+    const exited = new Promise<number | null>((r) => daemon.once('exit', (code) => r(code)));
+    try {
+      for (let i = 0; i < 200 && !/event=start/.test(log); i++) await new Promise((r) => setTimeout(r, 25));
+      expect(log).toMatch(/event=start socket=\S+ backend=fake total=1048576/);
+      const pool = await ServicePool.connect(sock);
+      const named = await pool.allocAsync(5000, { name: 'ring0' });
+      const text = await runAsync('status', '--socket', sock);
+      expect(text.code).toBe(0);
+      expect(text.out).toMatch(/fake backend/);
+      expect(text.out).toMatch(/name 'ring0'/);
+      const svg = join(dir, 'map.svg');
+      const j = await runAsync('status', '--socket', sock, '--json', '--svg', svg);
+      expect(j.code).toBe(0);
+      const report = JSON.parse(j.out);
+      expect(report).toMatchObject({ backend: 'fake', total: 1 << 20, used: 8192 });
+      expect(report.map.some((m: { name?: string }) => m.name === 'ring0')).toBe(true);
+      expect(readFileSync(svg, 'utf8')).toMatch(/^<svg[\s\S]*ring0[\s\S]*<\/svg>\n$/);
+      await named.free();
+      await pool.close();
+    } finally {
+      daemon.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    expect(log).toMatch(/event=shutdown/);
+    expect(existsSync(sock)).toBe(false);
   });
 });
 

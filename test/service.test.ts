@@ -482,6 +482,47 @@ describe('waiting allocations', () => {
     for (const b of await Promise.all([w1, w2, w3])) await b.free();
   });
 
+  it('a disconnecting client\'s wait at the head no longer holds back the queue, though its blocks are still in quarantine', async () => {
+    const { socket } = await serve({ size: 5 * 4096, quarantineMs: 5000 });
+    const c = await client(socket);
+    const held = await c.allocAsync(3 * 4096);
+    const b = await client(socket);
+    await b.allocAsync(4096); // B's own block: it goes to quarantine when B disconnects
+    const head = b.allocAsync(2 * 4096, { wait: true }); // 1 page free: B waits at the head
+    head.catch(() => undefined);
+    await sleep(20);
+    const d = await client(socket);
+    const behind = d.allocAsync(4096, { wait: true, timeoutMs: 2000 }); // fits, but FIFO keeps it behind B
+    await sleep(50);
+    expect((await d.statsAsync()).waiting).toBe(2);
+    b.destroy(); // B crashes: its wait is dropped, its block is quarantined for 5 s
+    const t0 = Date.now();
+    const got = await behind;
+    expect(Date.now() - t0).toBeLessThan(1000); // served at once, not when the quarantine ends
+    expect(got.size).toBe(4096);
+    await got.free();
+    await held.free();
+  });
+
+  it('close() while this client waits: the block its own free makes room for is given back, never mapped; new requests get EBADF', async () => {
+    const { server, socket } = await serve({ size: 2 * 4096, quarantineMs: 60_000 });
+    const pool = await client(socket);
+    await pool.allocAsync(2 * 4096); // everything
+    const waiting = pool.allocAsync(4096, { wait: true });
+    const outcome = waiting.then(() => 'mapped', (e: PhysmemError) => e.code);
+    await sleep(20);
+    const closing = pool.close(); // frees the big block, which lets the daemon grant the wait
+    await rejectsWith(pool.allocAsync(4096), 'EBADF');
+    await rejectsWith(pool.statsAsync(), 'EBADF');
+    expect(pool.close()).toBe(closing); // one close, however often it is called
+    await closing;
+    expect(await outcome).toBe('EBADF');
+    expect(pool.buffers()).toEqual([]);
+    // Given back at once: nothing sits in quarantine (60 s here) for this client.
+    for (let i = 0; i < 100 && server.stats().count !== 0; i++) await sleep(10);
+    expect(server.stats()).toMatchObject({ count: 0, quarantinedBlocks: 0 });
+  });
+
   it('time out with ETIMEDOUT', async () => {
     const { socket } = await serve({ size: 16 * 1024 });
     const pool = await client(socket);
@@ -579,6 +620,14 @@ describe('socket permissions, directory and lock', () => {
     mkdirSync(open);
     chmodSync(open, 0o777);
     await rejectsWith(startServer({ socket: join(open, 's.sock'), log: () => undefined }), 'EPERM');
+    // Group-writable too, even with --group: a member could replace the socket or the lock file.
+    const shared = join(root, 'group-writable');
+    mkdirSync(shared);
+    chmodSync(shared, 0o770);
+    await rejectsWith(startServer({ socket: join(shared, 's.sock'), group: String(process.getgid!()), log: () => undefined }), 'EPERM');
+    chmodSync(shared, 0o750);
+    const ok = await startServer({ socket: join(shared, 's.sock'), group: String(process.getgid!()), log: () => undefined });
+    await ok.close();
     symlinkSync(open, join(root, 'link'));
     await rejectsWith(startServer({ socket: join(root, 'link', 's.sock'), log: () => undefined }), 'ENOTDIR');
   });
@@ -812,6 +861,25 @@ describe('physmem status (collectStatus / formatStatus)', () => {
     expect(svg).toMatch(/fragmentation \d+\.\d%/);
     await a1.free();
     await b1.free();
+  });
+});
+
+describe('list replies', () => {
+  it('stay inside one frame with 600 named buffers of 64-character names: cut, and saying so', async () => {
+    const { socket } = await serve({ size: 700 * 4096 });
+    const pool = await client(socket);
+    const bufs = [];
+    for (let i = 0; i < 600; i++) bufs.push(await pool.allocAsync(1, { name: `n${String(i).padStart(3, '0')}`.padEnd(64, 'x') }));
+    const { blocks, truncated } = await pool.listBlocks();
+    expect(truncated).toBe(true);
+    expect(blocks.length).toBeGreaterThan(200);
+    expect(blocks.length).toBeLessThan(600);
+    expect(blocks.every((b) => b.name?.length === 64)).toBe(true);
+    const report = await collectStatus(socket);
+    expect(report.truncated).toBe(true);
+    expect(formatStatus(report)).toMatch(/block list cut/);
+    for (const b of bufs) await b.free();
+    expect((await pool.listBlocks()).truncated).toBe(false);
   });
 });
 

@@ -25,6 +25,12 @@ function version(): string {
   return pkg.version;
 }
 
+/** A duration option in ms: an integer in [0, 2^31 - 1] (what a timer takes). */
+function parseMs(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) > 2 ** 31 - 1) throw new InvalidArgumentError('expected an integer from 0 to 2147483647 (milliseconds)');
+  return Number(value);
+}
+
 function parseSize(value: string): number {
   const m = /^(\d+)\s*([kmg]?)i?b?$/i.exec(value.trim());
   if (!m) throw new InvalidArgumentError('expected a size such as 65536, 64K, 16M or 1G');
@@ -82,16 +88,13 @@ export function buildProgram(): Command {
     .addOption(new Option('--backend <name>', 'memory to serve').choices(['fake', 'devmem']).default('fake'))
     .option('--size <bytes>', 'size of a fake pool (e.g. 64M)', parseSize)
     .option('--state-dir <dir>', 'journal directory: the live blocks are kept there, so a restarted daemon (even after kill -9) keeps them and clients reclaim theirs with their tokens')
-    .option('--grace-ms <n>', 'with --state-dir: how long restored blocks wait to be reclaimed before they are released (default 10000)', (v: string) => {
-      if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a non-negative integer');
-      return Number(v);
-    })
-    .option('--quarantine-ms <n>', "how long a disconnected client's blocks stay allocated", (v: string) => {
-      if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a non-negative integer');
-      return Number(v);
-    })
+    .option('--grace-ms <n>', 'with --state-dir: how long restored blocks wait to be reclaimed before they are released (default 10000)', parseMs)
+    .option('--quarantine-ms <n>', "how long a disconnected client's blocks stay allocated (default 1000)", parseMs)
     .option('--group <name>', 'group allowed to connect (socket mode 0660)')
-    .action(async (o: { socket: string; backend: 'fake' | 'devmem'; size?: number; stateDir?: string; graceMs?: number; quarantineMs?: number; group?: string }) => {
+    .action(async (o: { socket: string; backend: 'fake' | 'devmem'; size?: number; stateDir?: string; graceMs?: number; quarantineMs?: number; group?: string }, cmd: Command) => {
+      // Options that would otherwise be ignored silently.
+      if (o.graceMs !== undefined && o.stateDir === undefined) cmd.error('error: --grace-ms needs --state-dir (it is the grace period of blocks restored from the journal)', { exitCode: EXIT_USAGE });
+      if (o.size !== undefined && o.backend !== 'fake') cmd.error('error: --size is for --backend fake; devmem serves the reserved memory it finds', { exitCode: EXIT_USAGE });
       const { runServe } = await import('../service/cli.js');
       await runServe(o);
     });

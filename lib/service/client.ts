@@ -245,6 +245,7 @@ export class ServicePool {
   readonly #fd: number;
   #lastId = 0; // id of the latest request, for cancel
   #closed = false;
+  #closing: Promise<void> | undefined; // set by close(): from then on nothing new is mapped
 
   private constructor(socket: Socket, hello: OkReply, fd: number, pending: PendingTable, unrefWhenIdle: boolean) {
     this.#unrefWhenIdle = unrefWhenIdle;
@@ -290,18 +291,19 @@ export class ServicePool {
         onChunk(Buffer.from(buf.buffer, buf.byteOffset, n));
         return true; // keep reading
       } } });
-      s.once('connect', () => {
-        s.off('error', reject);
-        resolve(s);
-      });
-      s.once('error', (e: NodeJS.ErrnoException) => {
+      const onError = (e: NodeJS.ErrnoException): void => {
         reject(new PhysmemError(e.code ?? 'ECONNREFUSED', `cannot connect to the physmem daemon`, {
           syscall: 'connect',
           path,
           hint: 'start it with `physmem serve --socket ' + path + '` (and check you may access the socket)',
           cause: e,
         }));
+      };
+      s.once('connect', () => {
+        s.off('error', onError);
+        resolve(s);
       });
+      s.once('error', onError);
     });
     socket.on('error', () => {
       /* 'close' follows */
@@ -333,8 +335,8 @@ export class ServicePool {
 
   // One request under a fresh id, registered before the frame is queued.
   // Frames queued in one turn of the event loop leave in one write (Outbox).
-  #send(encode: (id: number) => Buffer): Promise<OkReply> {
-    if (this.#closed) return Promise.reject(closed());
+  #send(encode: (id: number) => Buffer, duringClose = false): Promise<OkReply> {
+    if (this.#closed || (this.#closing !== undefined && !duringClose)) return Promise.reject(closed());
     if (this.#socket.destroyed) return Promise.reject(new PhysmemError('ECONNRESET', 'the connection to the physmem daemon is closed', { hint: 'open the pool again' }));
     return new Promise<OkReply>((resolve, reject) => {
       const id = this.#pending.add(resolve, reject);
@@ -430,6 +432,11 @@ export class ServicePool {
   // Map the block a reply describes; on failure give it back.
   #mapBlock(reply: OkReply): ServiceBuffer {
     const phys = BigInt(reply.phys as string);
+    if (this.#closing !== undefined || this.#closed) {
+      // Granted while closing (a wait queued before close()): give it straight back.
+      this.#send((id) => encodeFree(id, phys), true).catch(() => undefined);
+      throw closed();
+    }
     const size = reply.size as number;
     const offset = BigInt(reply.offset as string);
     let handle = -1;
@@ -504,8 +511,16 @@ export class ServicePool {
 
   /** Live blocks: every client's when this user is root or the daemon's user, otherwise this client's own. */
   async list(): Promise<ServiceBlock[]> {
+    return (await this.listBlocks()).blocks;
+  }
+
+  /**
+   * Like {@link ServicePool.list}, and says whether the daemon cut the list: one reply holds
+   * as many blocks as fit in one frame (64 KiB; several hundred).
+   */
+  async listBlocks(): Promise<{ blocks: ServiceBlock[]; truncated: boolean }> {
     const r = await this.#request({ op: 'list' });
-    return r.blocks as ServiceBlock[];
+    return { blocks: r.blocks as ServiceBlock[], truncated: r.truncated === true };
   }
 
   /** Ask the daemon to verify its allocator. @throws {PhysmemError} EIO (rejected) on corruption. */
@@ -536,12 +551,22 @@ export class ServicePool {
    * Free this client's blocks, unmap them, and disconnect. Idempotent.
    * (Disconnecting without freeing, e.g. on a crash, also returns them, after the daemon's quarantine.)
    */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    // From here on new requests are refused (EBADF) and a block granted to a wait that was
+    // already queued is given back unmapped (#mapBlock), so nothing outlives the close.
     const bufs = [...this.#live];
     this.#live.length = 0;
-    for (const b of bufs) b.unmap();
-    await Promise.allSettled(bufs.map((b) => this.#request({ op: 'free', phys: b.phys.toString() })));
+    for (const b of bufs) {
+      b.unmap();
+      b[kLiveIndex] = -1;
+    }
+    await Promise.allSettled(bufs.map((b) => this.#send((id) => encodeFree(id, b.phys), true)));
     this.#closed = true;
     closeFile(this.#fd);
     await new Promise<void>((resolve) => {

@@ -10,13 +10,13 @@
  * @module
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { closeSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, writeSync, chmodSync, chownSync, constants as fsConstants } from 'node:fs';
+import { fstatSync, ftruncateSync, lstatSync, mkdirSync, readFileSync, rmSync, writeSync, chmodSync, chownSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { PhysmemError, hasCode, invalidArgument } from '../errors.js';
 import { RangeAllocator, MAX_OWNER } from '../allocator/index.js';
 import { native, toPhysmemError, type PeerCredentials } from '../native.js';
 import type { DevmemBackendOptions } from '../backends/devmem.js';
-import { FrameDecoder, Outbox, encodeBlock, encodeDone, encodeFrame, requestParsers, type AllocRequest, type DecodeResult, type Reply, type Request } from './protocol.js';
+import { FrameDecoder, MAX_FRAME, Outbox, PROTOCOL_VERSION, encodeBlock, encodeDone, encodeFrame, requestParsers, type AllocRequest, type DecodeResult, type Reply, type Request } from './protocol.js';
 import { journalPath, newToken, readJournal, writeJournal, type JournalBlock, type JournalData } from './journal.js';
 
 // Owner tag of named buffers: they outlive their creator, so no client's freeAll may take them. Client ids start at 1.
@@ -68,6 +68,9 @@ export interface ServeOptions {
   log?: (line: string) => void;
 }
 
+/** Holders of one named buffer listed in a `list` reply (the rest are counted in `holderCount`). */
+const MAX_LISTED_HOLDERS = 32;
+
 /** Reply bytes a client may leave unread before the daemon stops reading its requests. */
 const REPLY_BACKLOG = 1 << 20;
 
@@ -92,8 +95,10 @@ export interface ServiceBlock {
   quarantined: boolean;
   /** For a named buffer: its name. */
   name?: string;
-  /** For a named buffer: the client ids holding it (`client` is the first). */
+  /** For a named buffer: the client ids holding it (`client` is the first); in `list` replies at most 32 of them. */
   holders?: number[];
+  /** For a named buffer whose `holders` were cut in a `list` reply: how many hold it. */
+  holderCount?: number;
   /** True for a block restored from the journal that no client has reclaimed yet (`client` is 0, `pid` its old owner's). */
   orphan?: boolean;
 }
@@ -165,7 +170,8 @@ function safeDirectory(dir: string, mode: number, gid: number | undefined): void
   const uid = process.getuid?.() ?? 0;
   if (!st.isDirectory()) throw new PhysmemError('ENOTDIR', 'the socket directory is not a directory (or is a symlink)', { path: dir, hint: 'remove it or choose another --socket path' });
   if (st.uid !== uid && st.uid !== 0) throw new PhysmemError('EPERM', `the socket directory is owned by uid ${st.uid}`, { path: dir, hint: 'use a directory you own' });
-  if ((st.mode & 0o002) !== 0 || ((st.mode & 0o020) !== 0 && gid === undefined)) {
+  // Group-writable is refused even with --group: a member could replace the socket or the lock file.
+  if ((st.mode & 0o022) !== 0) {
     throw new PhysmemError('EPERM', `the socket directory is writable by others (mode ${(st.mode & 0o777).toString(8)})`, {
       path: dir,
       hint: 'chmod it 0700 (0750 with --group), or choose a directory only you can write',
@@ -174,43 +180,64 @@ function safeDirectory(dir: string, mode: number, gid: number | undefined): void
 }
 
 /**
- * Take the daemon's lock file (`<socket>.lock`, holding the pid): refuse when
- * a live daemon holds it, take over a stale one.
+ * Take the daemon's lock: a POSIX lock on `<socket>.lock`, which the kernel
+ * drops when the daemon dies however it dies, so a crashed daemon never
+ * leaves a stale lock behind and two daemons starting at once cannot both
+ * win (a pid file checked and replaced by hand could). Returns the release
+ * function: unlink the file while still holding the lock, then unlock.
+ * @throws {PhysmemError} EBUSY naming the daemon (pid) that holds it.
  */
-function takeLock(path: string): void {
+function takeLock(path: string): () => void {
+  const n = native();
   for (let attempt = 0; attempt < 3; attempt++) {
+    let fd: number;
     try {
-      const fd = openSync(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return;
+      fd = n.lockFileOpen(path);
     } catch (e) {
-      if (!hasCode(e, 'EEXIST')) throw toPhysmemError(e, path);
+      throw toPhysmemError(e, path, 'remove the file if it is not a lock file of yours, or choose another --socket path');
     }
-    let pid = NaN;
+    let conflict: ReturnType<typeof n.lockRange>;
     try {
-      pid = Number(readFileSync(path, 'utf8').trim());
-    } catch {
-      /* removed meanwhile: retry */
+      conflict = n.lockRange(fd, 0n, 1n);
+    } catch (e) {
+      n.lockFileClose(fd);
+      throw toPhysmemError(e, path);
     }
-    if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
-      throw new PhysmemError('EBUSY', `another physmem daemon (pid ${pid}) already serves this socket`, {
+    if (conflict !== null) {
+      n.lockFileClose(fd);
+      const pid = conflict.pid;
+      throw new PhysmemError('EBUSY', `another physmem daemon (${pid > 0 ? `pid ${pid}` : 'in another PID namespace'}) already serves this socket`, {
         path,
-        hint: `stop it first (kill ${pid}), or choose another --socket path`,
+        hint: `stop it first${pid > 0 ? ` (kill ${pid})` : ''}, or choose another --socket path`,
       });
     }
-    rmSync(path, { force: true }); // stale: its daemon died without cleaning up
+    // A daemon shutting down unlinks the file: if that happened between our open and our
+    // lock, we hold a lock on a file nobody else will open. Check, and retry on the new one.
+    let same = false;
+    try {
+      const held = fstatSync(fd);
+      const now = lstatSync(path);
+      same = held.ino === now.ino && held.dev === now.dev;
+    } catch {
+      /* gone: retry */
+    }
+    if (same) {
+      try {
+        ftruncateSync(fd, 0);
+        writeSync(fd, `${process.pid}\n`, 0); // for people reading the file; the lock is what counts
+      } catch {
+        /* informational only */
+      }
+      return () => {
+        rmSync(path, { force: true });
+        n.unlockRange(fd, 0n, 1n);
+        n.lockFileClose(fd);
+      };
+    }
+    n.unlockRange(fd, 0n, 1n);
+    n.lockFileClose(fd);
   }
-  throw new PhysmemError('EBUSY', 'could not take the daemon lock file', { path, hint: 'another daemon is starting; try again' });
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return hasCode(e, 'EPERM');
-  }
+  throw new PhysmemError('EBUSY', 'could not take the daemon lock file', { path, hint: 'another daemon is starting or stopping; try again' });
 }
 
 function errorReply(id: number, e: unknown): Reply {
@@ -232,7 +259,7 @@ export class ServiceServer {
   readonly #namedAt = new Map<number, Named>(); // by address
   readonly #quarantineMs: number;
   readonly #log: (line: string) => void;
-  readonly #lockPath: string;
+  readonly #releaseLock: () => void;
   readonly #page: number;
   readonly #largestRange: number;
   readonly #journal: string | undefined; // path of journal.json, when there is a state directory
@@ -243,11 +270,11 @@ export class ServiceServer {
   #closed: Promise<void> | undefined;
 
   /** @internal Use {@link startServer}. */
-  constructor(server: Server, memory: ServiceMemory, o: { socket: string; lockPath: string; quarantineMs: number; log: (line: string) => void; journal?: string; restored?: JournalData; graceMs?: number }) {
+  constructor(server: Server, memory: ServiceMemory, o: { socket: string; releaseLock: () => void; quarantineMs: number; log: (line: string) => void; journal?: string; restored?: JournalData; graceMs?: number }) {
     this.#server = server;
     this.#memory = memory;
     this.socketPath = o.socket;
-    this.#lockPath = o.lockPath;
+    this.#releaseLock = o.releaseLock;
     this.#quarantineMs = o.quarantineMs;
     this.#log = o.log;
     this.#page = native().pageSize();
@@ -439,7 +466,7 @@ export class ServiceServer {
       this.#alloc.freeAll();
       this.#memory.close();
       if (this.#memory.name === 'fake' && this.#journal === undefined) rmSync(this.#memory.devicePath, { force: true });
-      rmSync(this.#lockPath, { force: true });
+      this.#releaseLock();
     });
     return this.#closed;
   }
@@ -532,7 +559,7 @@ export class ServiceServer {
         this.#send(c, {
           id: req.id,
           ok: true,
-          version: 1,
+          version: PROTOCOL_VERSION,
           client: c.id,
           pid: c.cred.pid,
           uid: c.cred.uid,
@@ -570,9 +597,20 @@ export class ServiceServer {
       case 'list': {
         const all = c.cred.uid === 0 || c.cred.uid === (process.getuid?.() ?? 0);
         const blocks = this.blocks().filter((b) => all || (!b.quarantined && (b.client === c.id || (b.holders?.includes(c.id) ?? false))));
-        // Keep the reply inside one frame: a very long list is cut, and says so.
-        const max = 400; // about 100 bytes each: well inside MAX_FRAME
-        this.#send(c, { id: req.id, ok: true, blocks: blocks.slice(0, max), truncated: blocks.length > max });
+        // Keep the reply inside one frame: entries are added while they fit (names and holder
+        // lists make their size vary), and the reply says when the list was cut.
+        const out: ServiceBlock[] = [];
+        let bytes = 256; // the envelope, with room to spare
+        for (const b of blocks) {
+          if (b.holders !== undefined && b.holders.length > MAX_LISTED_HOLDERS) {
+            b.holderCount = b.holders.length;
+            b.holders = b.holders.slice(0, MAX_LISTED_HOLDERS);
+          }
+          bytes += JSON.stringify(b).length + 1;
+          if (bytes > MAX_FRAME) break;
+          out.push(b);
+        }
+        this.#send(c, { id: req.id, ok: true, blocks: out, truncated: out.length < blocks.length });
         return;
       }
       case 'check':
@@ -781,10 +819,9 @@ export class ServiceServer {
     }
     const n = list.size;
     this.#log(`event=disconnect client=${c.id} pid=${c.cred.pid} blocks=${n}`);
-    if (n === 0) {
-      this.#serveWaiters();
-      return;
-    }
+    // Its waits are gone: one of them may have been the head holding back requests that fit now.
+    this.#serveWaiters();
+    if (n === 0) return;
     let bytes = 0;
     for (const size of list.values()) bytes += size;
     // The blocks stay allocated (owner = this client's id) until the timer
@@ -837,7 +874,7 @@ export async function startServer(options: ServeOptions): Promise<ServiceServer>
   const dir = dirname(socket);
   safeDirectory(dir, gid === undefined ? 0o700 : 0o750, gid);
   const lockPath = join(dir, `${basename(socket)}.lock`);
-  takeLock(lockPath);
+  const releaseLock = takeLock(lockPath);
   let memory: ServiceMemory | undefined;
   let server: Server | undefined;
   // With live blocks in the journal, the fake memory file holds their content: reuse it, never remove it.
@@ -888,14 +925,14 @@ export async function startServer(options: ServeOptions): Promise<ServiceServer>
     if (gid !== undefined) chownSync(socket, process.getuid?.() ?? 0, gid);
     chmodSync(socket, fileMode);
     server.on('error', (e) => stamp(`event=error message=${JSON.stringify(e.message)}`));
-    const s = new ServiceServer(server, memory, { socket, lockPath, quarantineMs, log: stamp, journal, restored, graceMs });
+    const s = new ServiceServer(server, memory, { socket, releaseLock, quarantineMs, log: stamp, journal, restored, graceMs });
     stamp(`event=start socket=${socket} backend=${memory.name} total=${s.stats().total} device=${memory.devicePath} quarantineMs=${quarantineMs}${journal === undefined ? '' : ` journal=${journal} restored=${s.stats().orphanBlocks}`}`);
     return s;
   } catch (e) {
     server?.close();
     memory?.close();
     if (backend === 'fake' && !keepMemory) rmSync(memPath, { force: true });
-    rmSync(lockPath, { force: true });
+    releaseLock();
     throw toPhysmemError(e, socket);
   }
 }

@@ -82,8 +82,8 @@ export async function collectStatus(socket: string): Promise<StatusReport> {
   const pool = await ServicePool.connect(socket);
   try {
     const s = await pool.statsAsync();
-    const blocks = await pool.list();
-    return buildReport(socket, pool.daemonPid, pool.pageSize, s, blocks);
+    const { blocks, truncated } = await pool.listBlocks();
+    return buildReport(socket, pool.daemonPid, pool.pageSize, s, blocks, truncated);
   } finally {
     await pool.close();
   }
@@ -91,7 +91,7 @@ export async function collectStatus(socket: string): Promise<StatusReport> {
 
 function buildReport(
   socket: string, daemonPid: number, page: number,
-  s: Awaited<ReturnType<ServicePool['statsAsync']>>, blocks: ServiceBlock[],
+  s: Awaited<ReturnType<ServicePool['statsAsync']>>, blocks: ServiceBlock[], truncated: boolean,
 ): StatusReport {
   const byClient = new Map<number, StatusClient>();
   const restored = { blocks: 0, bytes: 0 };
@@ -142,7 +142,7 @@ function buildReport(
     restored,
     clients: [...byClient.values()].sort((a, b) => a.client - b.client),
     map,
-    truncated: blocks.length >= 400 && blocks.length < s.count, // the daemon's cap on one reply
+    truncated,
   };
 }
 
@@ -161,7 +161,7 @@ export function formatStatus(r: StatusReport): string {
     'memory map:',
     ...r.map.map((m) => `  ${hex(m.phys)} ${String(m.size).padStart(10)}  ${describeEntry(m)}`),
   ];
-  if (r.truncated) lines.push('  (block list cut: the daemon sends at most 400 blocks)');
+  if (r.truncated) lines.push('  (block list cut: the daemon sends as many blocks as fit in one 64 KiB reply)');
   return lines.join('\n');
 }
 
