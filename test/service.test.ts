@@ -6,7 +6,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { connect } from 'node:net';
-import { mkdtempSync, rmSync, statSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ALLOC_TIMEOUT, ALLOC_WAIT, FrameDecoder, MAX_FRAME, Outbox, PROTOCOL_VERSION, encodeAlloc, encodeBlock, encodeDone, encodeFrame, encodeFree, parseReply, replyParsers, requestParsers, type Reply } from '../lib/service/protocol.js';
@@ -861,6 +863,53 @@ describe('physmem status (collectStatus / formatStatus)', () => {
     expect(svg).toMatch(/fragmentation \d+\.\d%/);
     await a1.free();
     await b1.free();
+  });
+});
+
+const distClient = fileURLToPath(new URL('../dist/lib/service/client.js', import.meta.url));
+
+describe.skipIf(process.getuid?.() !== 0 || !existsSync(distClient))('another user (uid nobody, through --group; needs root and the build)', () => {
+  it('connects through the group, and list shows it only its own blocks; root sees everyone\'s', async () => {
+    // nobody may pass through to the socket directory (0750, group nogroup); removed with root.
+    chmodSync(root, 0o711);
+    const shared = mkdtempSync(join(root, 'nobody-'));
+    chmodSync(shared, 0o711);
+    const socket = join(shared, 'run', 'pool.sock');
+    const server = await startServer({ socket, size: 1 << 20, quarantineMs: 0, group: '65534', log: () => undefined });
+    servers.push(server);
+    const rootPool = await client(socket);
+    const a = await rootPool.allocAsync(4096);
+    const script = `
+      const { ServicePool } = await import(${JSON.stringify(distClient)});
+      const pool = await ServicePool.connect(process.argv[1]);
+      const b = await pool.allocAsync(8192);
+      const list = await pool.list();
+      console.log(JSON.stringify({ ok: true, uid: process.getuid(), mine: b.phys.toString(), list }));
+      await new Promise((r) => setTimeout(r, 60000)); // hold it until killed
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, socket], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const out = await new Promise<string>((resolve, reject) => {
+        let buf = '';
+        let err = '';
+        child.stdout!.on('data', (d: Buffer) => {
+          buf += d.toString();
+          if (buf.includes('\n')) resolve(buf);
+        });
+        child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+        child.once('exit', (code) => reject(new Error(`child exited ${code}: ${err}`)));
+      });
+      const r = JSON.parse(out) as { uid: number; mine: string; list: { phys: string; pid: number }[] };
+      expect(r.uid).toBe(65534);
+      expect(r.list.map((b) => b.phys)).toEqual([r.mine]); // not root's block
+      expect(r.list[0].pid).toBe(child.pid);
+      const all = (await rootPool.list()).map((b) => b.phys);
+      expect(all).toContain(a.phys.toString());
+      expect(all).toContain(r.mine);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    await a.free();
   });
 });
 
