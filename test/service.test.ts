@@ -909,6 +909,31 @@ describe.skipIf(process.getuid?.() !== 0 || !existsSync(distClient))('another us
     } finally {
       child.kill('SIGKILL');
     }
+    // With the memory file closed to the group, that user can no longer map blocks,
+    // but `physmem status` (mapBlocks: false) still works: it needs the socket only.
+    chmodSync(socket + '.mem', 0o600);
+    const statusScript = `
+      const { ServicePool } = await import(${JSON.stringify(distClient)});
+      const { collectStatus } = await import(${JSON.stringify(distClient.replace(/client\.js$/, 'status.js'))});
+      const report = await collectStatus(process.argv[1]);
+      const err = await ServicePool.connect(process.argv[1]).then(() => 'connected', (e) => e.code);
+      console.log(JSON.stringify({ total: report.total, err }));
+    `;
+    // Asynchronously: the daemon runs in this process and must go on serving meanwhile.
+    const st = spawn(process.execPath, ['--input-type=module', '-e', statusScript, socket], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stOut = '';
+    let stErr = '';
+    st.stdout!.on('data', (d: Buffer) => (stOut += d.toString()));
+    st.stderr!.on('data', (d: Buffer) => (stErr += d.toString()));
+    const stTimer = setTimeout(() => st.kill('SIGKILL'), 15_000);
+    const stCode = await new Promise<number | null>((r) => st.once('close', (code) => r(code)));
+    clearTimeout(stTimer);
+    expect(stCode, stErr).toBe(0);
+    expect(JSON.parse(stOut)).toEqual({ total: 1 << 20, err: 'EACCES' });
+    const statsOnly = await ServicePool.connect(socket, { mapBlocks: false });
+    pools.push(statsOnly);
+    await rejectsWith(statsOnly.allocAsync(4096), 'ENOTSUP');
+    expect((await statsOnly.statsAsync()).total).toBe(1 << 20);
     await a.free();
   });
 });

@@ -264,10 +264,13 @@ export class ServicePool {
 
   /**
    * Connect to the daemon at `path` and open its memory file.
+   * @param options.mapBlocks - default true. False: a connection that only asks (stats, list,
+   *   check) and never maps a block, so it needs no access to the memory file (`physmem status`
+   *   uses it); its allocAsync, lookup and reclaim reject with ENOTSUP.
    * @throws {PhysmemError} ENOENT / ECONNREFUSED when no daemon listens there; EACCES when the
    *   socket or the memory file is not accessible to this user.
    */
-  static async connect(path: string, options: { unrefWhenIdle?: boolean } = {}): Promise<ServicePool> {
+  static async connect(path: string, options: { unrefWhenIdle?: boolean; mapBlocks?: boolean } = {}): Promise<ServicePool> {
     if (typeof path !== 'string' || path === '') throw invalidArgument('service must be the path of a physmem daemon socket');
     const pending = new PendingTable();
     const decoder = new FrameDecoder(replyParsers);
@@ -316,9 +319,9 @@ export class ServicePool {
       socket!.destroy();
       throw e;
     });
-    let fd: number;
+    let fd = -1;
     try {
-      fd = openFile(hello.devicePath as string, true, false, (code) =>
+      if (options.mapBlocks !== false) fd = openFile(hello.devicePath as string, true, false, (code) =>
         code === 'EACCES' || code === 'EPERM' ? 'the daemon serves memory this user may not open: run as the daemon\'s user, or start it with --group' : undefined);
     } catch (e) {
       socket.destroy();
@@ -384,6 +387,7 @@ export class ServicePool {
       if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) {
         throw invalidArgument('timeoutMs must be an integer in [0, 2^31 - 1]');
       }
+      if (this.#fd === -1) throw noMapping();
     } catch (e) {
       return Promise.reject(e);
     }
@@ -426,13 +430,14 @@ export class ServicePool {
    */
   async lookup(name: string): Promise<ServiceBuffer> {
     if (typeof name !== 'string') throw invalidArgument('name must be a string');
+    if (this.#fd === -1) throw noMapping();
     return this.#mapBlock(await this.#request({ op: 'lookup', name }));
   }
 
   // Map the block a reply describes; on failure give it back.
   #mapBlock(reply: OkReply): ServiceBuffer {
     const phys = BigInt(reply.phys as string);
-    if (this.#closing !== undefined || this.#closed) {
+    if (this.#closing !== undefined || this.#closed || this.#fd === -1) {
       // Granted while closing (a wait queued before close()): give it straight back.
       this.#send((id) => encodeFree(id, phys), true).catch(() => undefined);
       throw closed();
@@ -464,6 +469,7 @@ export class ServicePool {
    */
   async reclaim(tokens: readonly string[]): Promise<ServiceBuffer[]> {
     if (!Array.isArray(tokens)) throw invalidArgument('tokens must be an array of token strings');
+    if (this.#fd === -1) throw noMapping();
     const r = await this.#request({ op: 'reclaim', tokens: [...tokens] });
     const out: ServiceBuffer[] = [];
     for (const b of r.blocks as OkReply[]) out.push(this.#mapBlock(b));
@@ -543,7 +549,7 @@ export class ServicePool {
     this.#closed = true;
     for (const b of this.#live) b.unmap();
     this.#live.length = 0;
-    closeFile(this.#fd);
+    if (this.#fd !== -1) closeFile(this.#fd);
     this.#socket.destroy();
   }
 
@@ -568,7 +574,7 @@ export class ServicePool {
     }
     await Promise.allSettled(bufs.map((b) => this.#send((id) => encodeFree(id, b.phys), true)));
     this.#closed = true;
-    closeFile(this.#fd);
+    if (this.#fd !== -1) closeFile(this.#fd);
     await new Promise<void>((resolve) => {
       if (this.#socket.destroyed) return resolve();
       this.#socket.once('close', () => resolve());
@@ -579,6 +585,10 @@ export class ServicePool {
 }
 
 function toVoid(): void {}
+
+function noMapping(): PhysmemError {
+  return new PhysmemError('ENOTSUP', 'this connection was opened with mapBlocks: false and cannot map blocks', { hint: 'connect without mapBlocks: false to allocate' });
+}
 
 function closed(): PhysmemError {
   return new PhysmemError('EBADF', 'the pool is closed', { hint: 'open it again with openPool({ service })' });

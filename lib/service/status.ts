@@ -79,7 +79,7 @@ export interface StatusReport {
  * @throws {PhysmemError} ENOENT/ECONNREFUSED when no daemon listens; EACCES.
  */
 export async function collectStatus(socket: string): Promise<StatusReport> {
-  const pool = await ServicePool.connect(socket);
+  const pool = await ServicePool.connect(socket, { mapBlocks: false }); // status needs the socket only, not the memory
   try {
     const s = await pool.statsAsync();
     const { blocks, truncated } = await pool.listBlocks();

@@ -11,6 +11,8 @@ import { startJsonChild, type ChildResult } from '../helpers/child.js';
 import { afterEach, expect, it } from 'vitest';
 import { openPoolSync, type Pool } from '../../lib/index.js';
 import { SHARE_HINT, listRegionLocks } from '../../lib/locks.js';
+import { Mapping, closeFile, openFile } from '../../lib/mapping.js';
+import { ServicePool } from '../../lib/service/client.js';
 import { describeGuest, guestConfig, hex, inGuest } from './guest.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -140,7 +142,7 @@ describeGuest('exclusive regions on /dev/mem (two processes)', () => {
     );
   });
 
-  it('the daemon (physmem serve --backend devmem) holds the same locks: linked mode is refused while it serves, and it is refused while a program holds the memory', async () => {
+  it('the daemon (physmem serve --backend devmem) serves real reserved memory, and holds the same locks: linked mode is refused while it serves, and it is refused while a program holds the memory', async () => {
     const dir = fs.mkdtempSync('/tmp/physmem-daemon-');
     const socket = path.join(dir, 'run', 'physmem.sock');
     const serve = () => spawn(process.execPath, [path.join(REPO, 'dist/lib/cli/bin.js'), 'serve', '--socket', socket, '--backend', 'devmem'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -151,6 +153,23 @@ describeGuest('exclusive regions on /dev/mem (two processes)', () => {
     for (let i = 0; i < 300 && !log.includes('event=start'); i++) await new Promise((r) => setTimeout(r, 100));
     expect(log, 'the daemon logged its start').toContain('event=start');
     expect(fs.existsSync(socket)).toBe(true);
+
+    // Real memory through the daemon: a client maps its block of /dev/mem itself, and the
+    // bytes are at the physical address it was given, inside the reserved regions.
+    const client = await ServicePool.connect(socket);
+    const buf = await client.allocAsync(10_000);
+    expect(buf.bytes.every((v) => v === 0), 'zeroed by the daemon').toBe(true);
+    const end = buf.phys + 10_000n;
+    expect(guestConfig().regions.some((r) => buf.phys >= BigInt(r.start) && end <= BigInt(r.end) + 1n), `${hex(Number(buf.phys))} lies in a reserved region`).toBe(true);
+    new DataView(buf.bytes.buffer, buf.bytes.byteOffset).setUint32(8, 0xcafe1234, true);
+    const fd = openFile('/dev/mem', true, false);
+    const m = Mapping.map(fd, buf.phys - (buf.phys % 4096n), 4096, true, '/dev/mem'); // cached, like the daemon's and the client's
+    closeFile(fd);
+    expect(new DataView(m.buffer(m.view(0, 4096))!).getUint32(Number(buf.phys % 4096n) + 8, true)).toBe(0xcafe1234);
+    m.close();
+    await buf.free();
+    await client.close();
+
     let err: (Error & { code?: string }) | undefined;
     try {
       open();
