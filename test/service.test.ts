@@ -796,6 +796,7 @@ describe('fuzzing the daemon (fast-check)', () => {
         if (fatal) expect(replies[expected - 1]).toMatchObject({ id: 0, ok: false });
         for (const r of replies) {
           if (!r.ok) expect(r.code).toMatch(/^E[A-Z]+$/);
+          if (!r.ok && (r.code === 'EPROTO' || r.code === 'EMSGSIZE')) expect(r.message).toMatch(/docs\/service\.md \(Protocol\)/); // says what to do
           // Nobody frees the victim's block.
           if (r.ok && 'phys' in r) expect(String(r.phys)).not.toBe(victimPhys);
         }

@@ -68,6 +68,9 @@ export interface ServeOptions {
   log?: (line: string) => void;
 }
 
+// What to do about a request the daemon cannot read: the message before it says which rule it broke.
+const FRAME_HINT = 'Send requests as docs/service.md (Protocol) describes, or use the physmem client (openPool({ service }))';
+
 /** Holders of one named buffer listed in a `list` reply (the rest are counted in `holderCount`). */
 const MAX_LISTED_HOLDERS = 32;
 
@@ -518,13 +521,13 @@ export class ServiceServer {
       const r = results[i];
       if (r.kind === 'fatal') {
         this.#log(`event=framing-error client=${client.id} code=${r.code}`);
-        this.#send(client, { id: 0, ok: false, code: r.code, message: `${r.code}: ${r.message}; closing this connection` });
+        this.#send(client, { id: 0, ok: false, code: r.code, message: `${r.code}: ${r.message}; closing this connection. ${FRAME_HINT}` });
         client.outbox.flush();
         client.socket.end();
         return;
       }
       if (r.kind === 'invalid') {
-        this.#send(client, { id: r.id, ok: false, code: r.code, message: `${r.code}: ${r.message}` });
+        this.#send(client, { id: r.id, ok: false, code: r.code, message: `${r.code}: ${r.message}. ${FRAME_HINT}` });
         continue;
       }
       try {
