@@ -171,6 +171,19 @@ async function main(): Promise<void> {
         }
       }
     }
+    // With a journal (--state-dir) every grant is on disk (fsync) before its reply; grants of
+    // one turn share a write. A reference, not a target: it depends on the disk.
+    await server.close();
+    const jsocket = join(dir, 'jrun', 'pool.sock');
+    const journaled = await startServer({ socket: jsocket, size: 64 << 20, quarantineMs: 0, stateDir: join(dir, 'state'), log: () => undefined });
+    try {
+      for (const depth of [1, 8]) {
+        const r = await runClients('daemon', 'awaited', jsocket, 1, depth, seconds);
+        console.log(`with a journal (--state-dir on ${tmpdir()}), 1 client, ${depth} in flight, free awaited: ${Math.round(r.perSecond)}/s, p50 ${r.p50.toFixed(0)} us, p99 ${r.p99.toFixed(0)} us`);
+      }
+    } finally {
+      await journaled.close();
+    }
   } finally {
     echo.close();
     await server.close();

@@ -110,6 +110,55 @@ describe('journal file', () => {
   });
 });
 
+describe('group commit: one journal write for the blocks granted in one turn', () => {
+  it('every reply arrives after the journal on disk holds its block, with 64 allocations in flight', async () => {
+    const { socket, stateDir } = dirs('group');
+    const server = await startServer({ socket, stateDir, size: 1 << 20, log: quiet });
+    servers.push(server);
+    const pool = await ServicePool.connect(socket);
+    pools.push(pool);
+    const onDisk = () => new Set((JSON.parse(readFileSync(join(stateDir, 'journal.json'), 'utf8')) as JournalData).blocks.map((x) => x.token));
+    const seen: boolean[] = [];
+    const bufs = await Promise.all(Array.from({ length: 64 }, (_, i) => pool.allocAsync(4096, i % 8 === 0 ? { name: `g${i}` } : {}).then((b) => {
+      seen.push(onDisk().has(b.token!)); // read as the reply arrives
+      return b;
+    })));
+    expect(seen).toEqual(bufs.map(() => true));
+    for (const b of bufs) await b.free();
+    server.check();
+  });
+
+  it('a failed journal write takes back every block of the batch (EIO to each, lookups of it too); nothing leaks; later writes work', async () => {
+    const { socket, stateDir } = dirs('fail');
+    const logs: string[] = [];
+    const server = await startServer({ socket, stateDir, size: 1 << 20, log: (l) => logs.push(l) });
+    servers.push(server);
+    const pool = await ServicePool.connect(socket);
+    pools.push(pool);
+    const other = await ServicePool.connect(socket);
+    pools.push(other);
+    const kept = await pool.allocAsync(4096);
+    mkdirSync(join(stateDir, 'journal.json.tmp')); // the next journal write fails (EISDIR)
+    const allocs = Promise.allSettled([pool.allocAsync(100, { name: 'doomed' }), pool.allocAsync(8192)]);
+    await sleep(0); // let the alloc frames go, so the lookup lands in the same batch when possible
+    const looked = Promise.allSettled([other.lookup('doomed')]);
+    const results = [...(await allocs), ...(await looked)];
+    expect((results[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'EIO', message: expect.stringMatching(/cannot write the journal/) });
+    expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'EIO' });
+    expect(results[2].status).toBe('rejected'); // EIO (same batch) or ENOENT (after it was taken back)
+    expect(['EIO', 'ENOENT']).toContain(((results[2] as PromiseRejectedResult).reason as PhysmemError).code);
+    expect(logs.some((l) => /event=journal-error/.test(l))).toBe(true);
+    server.check();
+    expect(server.stats()).toMatchObject({ count: 1, used: 4096 }); // only `kept`
+    rmSync(join(stateDir, 'journal.json.tmp'), { recursive: true });
+    const again = await pool.allocAsync(100, { name: 'doomed' });
+    expect(again.bytes.every((v) => v === 0)).toBe(true);
+    await again.free();
+    await kept.free();
+    server.check();
+  });
+});
+
 describe('restart with a journal (in process)', () => {
   it('restores every block, gives each back for its token once, releases the rest after the grace period', async () => {
     const { socket, stateDir } = dirs('inproc');
@@ -123,7 +172,11 @@ describe('restart with a journal (in process)', () => {
     a.bytes.fill(0xa5);
     n.bytes.fill(0x5a);
     for (const x of [a, b, n]) expect(x.token).toMatch(/^[0-9a-f]{32}$/);
-    expect(JSON.parse(readFileSync(join(stateDir, 'journal.json'), 'utf8')).blocks).toHaveLength(3);
+    // Every granted block was journaled before its reply; the free reaches the journal within RELEASE_WRITE_MS (20 ms).
+    const journaled = () => (JSON.parse(readFileSync(join(stateDir, 'journal.json'), 'utf8')) as JournalData).blocks.map((x) => x.token);
+    for (const x of [a, b, n]) expect(journaled()).toContain(x.token);
+    for (let i = 0; i < 50 && journaled().includes(gone.token!); i++) await sleep(10);
+    expect(journaled()).toHaveLength(3);
     // close() with a journal: like a crash, the blocks stay journaled and the memory file stays.
     p1.destroy();
     await s1.close();

@@ -71,6 +71,9 @@ export interface ServeOptions {
 // What to do about a request the daemon cannot read: the message before it says which rule it broke.
 const FRAME_HINT = 'Send requests as docs/service.md (Protocol) describes, or use the physmem client (openPool({ service }))';
 
+/** With a journal: how long a change that only releases blocks may wait for its journal write (ms). */
+const RELEASE_WRITE_MS = 20;
+
 /** Holders of one named buffer listed in a `list` reply (the rest are counted in `holderCount`). */
 const MAX_LISTED_HOLDERS = 32;
 
@@ -269,6 +272,14 @@ export class ServiceServer {
   readonly #tokens = new Map<number, string>(); // address -> token of every live block (orphans aside)
   readonly #orphans = new Map<string, Orphan>(); // by token
   #graceTimer: NodeJS.Timeout | undefined;
+  // Group commit (with a journal): blocks granted in one turn of the event loop go into one
+  // journal write, and their replies leave only once it is on disk.
+  #granted: { c: Client; req: AllocRequest; addr: number; token: string }[] = [];
+  #commitScheduled = false;
+  // Lookups of a named buffer whose grant is not yet in the journal: answered after the commit.
+  #lookups: { c: Client; id: number; addr: number; size: number; name: string }[] = [];
+  // Changes that only release blocks are written with the next commit, or after RELEASE_WRITE_MS.
+  #releaseTimer: NodeJS.Timeout | undefined;
   #nextClient = 1;
   #closed: Promise<void> | undefined;
 
@@ -362,11 +373,92 @@ export class ServiceServer {
   // Write the journal after a block went away: if that fails, the old journal only lists a block too many,
   // which a restart would hold for the grace period and release: safe, so log and go on.
   #persistOrLog(): void {
+    if (this.#journal === undefined) return;
+    // A journal that still lists a released block is safe (a restart holds it for the grace
+    // period, then releases it), so this write can wait for the next commit: one fsync'd
+    // snapshot per allocation and per free would cap the daemon at a few hundred pairs/s.
+    if (this.#commitScheduled || this.#releaseTimer !== undefined) return;
+    this.#releaseTimer = setTimeout(() => {
+      this.#releaseTimer = undefined;
+      if (this.#closed === undefined) this.#writeOrLog();
+    }, RELEASE_WRITE_MS);
+  }
+
+  #writeOrLog(): void {
     try {
       this.#persist();
     } catch (e) {
       this.#log(`event=journal-error message=${JSON.stringify(String((e as Error)?.message ?? e))}`);
     }
+  }
+
+  // Write the journal once for every block granted this turn, then send their replies;
+  // if the write fails, take them back and tell each client (EIO).
+  #commit(): void {
+    this.#commitScheduled = false;
+    if (this.#closed !== undefined) return; // close() wrote the journal; the table is gone now
+    if (this.#releaseTimer !== undefined) {
+      clearTimeout(this.#releaseTimer);
+      this.#releaseTimer = undefined;
+    }
+    const batch = this.#granted;
+    const lookups = this.#lookups;
+    this.#granted = [];
+    this.#lookups = [];
+    try {
+      this.#persist();
+    } catch (e) {
+      const err = new PhysmemError('EIO', `cannot write the journal: ${(e as Error)?.message ?? String(e)}`, { hint: 'check the --state-dir file system (full? read-only?)' });
+      this.#log(`event=journal-error message=${JSON.stringify(err.message)}`);
+      // Not in the journal: a restart would hand them out again, so their clients must not get them.
+      for (const g of batch) {
+        if (this.#tokens.get(g.addr) !== g.token) continue; // already gone again
+        this.#ungrant(g.c, g.addr);
+        this.#send(g.c, errorReply(g.req.id, err));
+      }
+      for (const l of lookups) this.#send(l.c, errorReply(l.id, err));
+      if (this.#waiters.length !== 0) this.#serveWaiters();
+      return;
+    }
+    for (const g of batch) this.#reply(g.c, g.req, g.addr, g.token);
+    for (const l of lookups) {
+      // Still held (nobody freed it meanwhile)?
+      if (this.#namedAt.get(l.addr)?.holders.has(l.c.id)) this.#send(l.c, this.#blockReply(l.id, l.addr, l.size, l.name));
+      else this.#send(l.c, errorReply(l.id, new PhysmemError('ENOENT', `the buffer '${l.name}' was freed before it could be attached`, { hint: 'look it up again' })));
+    }
+  }
+
+  // Undo a grant whose journal write failed: nobody got a reply for it (lookups of it wait for
+  // the commit too), so the block returns to the pool at once, named or not, held or quarantined.
+  #ungrant(c: Client, addr: number): void {
+    const n = this.#namedAt.get(addr);
+    if (n !== undefined) {
+      for (const h of n.holders) this.#clients.get(h)?.blocks.delete(addr);
+      this.#named.delete(n.name);
+      this.#namedAt.delete(addr);
+    }
+    c.blocks.delete(addr);
+    for (const q of this.#quarantine.values()) {
+      const size = q.list.get(addr);
+      if (size !== undefined) {
+        q.list.delete(addr);
+        q.blocks--;
+        q.bytes -= size;
+      }
+    }
+    this.#tokens.delete(addr);
+    this.#alloc.free(addr);
+  }
+
+  #reply(c: Client, req: AllocRequest, addr: number, token: string): void {
+    if (c.gone) return; // its blocks are in quarantine, journaled as such
+    if (this.#tokens.get(addr) !== token || !c.blocks.has(addr)) {
+      // Freed (by a client guessing its address) before the journal had it.
+      this.#send(c, errorReply(req.id, new PhysmemError('EAGAIN', 'the block was freed before it was granted', { hint: 'allocate again' })));
+      return;
+    }
+    if (!req.binary) this.#send(c, this.#blockReply(req.id, addr, req.size, req.name));
+    else c.outbox.push(encodeBlock(req.id, addr, BigInt(addr) + this.#memory.busOffset, this.#memory.fileOffset(addr), req.size, token, req.name));
   }
 
   /** Number of connected clients. */
@@ -454,6 +546,12 @@ export class ServiceServer {
    * memory file stay: its blocks survive the restart like after a crash.
    */
   close(): Promise<void> {
+    if (this.#closed === undefined && (this.#commitScheduled || this.#releaseTimer !== undefined)) {
+      // Write what is pending while the table is still whole: the blocks survive the restart.
+      if (this.#releaseTimer !== undefined) clearTimeout(this.#releaseTimer);
+      this.#releaseTimer = undefined;
+      this.#writeOrLog();
+    }
     this.#closed ??= new Promise<void>((resolve) => {
       this.#log(`event=shutdown clients=${this.#clients.size}`);
       this.#server.close(() => resolve());
@@ -581,7 +679,9 @@ export class ServiceServer {
         if (n.holders.has(c.id)) throw new PhysmemError('EEXIST', `this client already holds '${req.name}'`, { hint: 'use the buffer you have' });
         n.holders.add(c.id);
         c.blocks.set(n.addr, n.size);
-        this.#send(c, this.#blockReply(req.id, n.addr, n.size, n.name));
+        // Created this turn and not yet in the journal: answer once it is.
+        if (this.#granted.some((g) => g.addr === n.addr)) this.#lookups.push({ c, id: req.id, addr: n.addr, size: n.size, name: n.name });
+        else this.#send(c, this.#blockReply(req.id, n.addr, n.size, n.name));
         return;
       }
       case 'reclaim':
@@ -646,21 +746,17 @@ export class ServiceServer {
     }
     this.#memory.zero(addr, this.#rounded(req.size));
     c.blocks.set(addr, req.size);
-    this.#tokens.set(addr, newToken());
-    try {
-      this.#persist();
-    } catch (e) {
-      // Not in the journal: a restart would hand it out again, so the client must not get it.
-      c.blocks.delete(addr);
-      this.#tokens.delete(addr);
-      const n = this.#namedAt.get(addr);
-      if (n !== undefined) this.#letGo(c, n);
-      this.#alloc.free(addr);
-      this.#send(c, errorReply(req.id, new PhysmemError('EIO', `cannot write the journal: ${(e as Error)?.message ?? String(e)}`, { hint: 'check the --state-dir file system (full? read-only?)' })));
+    const token = newToken();
+    this.#tokens.set(addr, token);
+    if (this.#journal === undefined) {
+      this.#reply(c, req, addr, token);
       return;
     }
-    if (!req.binary) this.#send(c, this.#blockReply(req.id, addr, req.size, req.name));
-    else if (!c.gone) c.outbox.push(encodeBlock(req.id, addr, BigInt(addr) + this.#memory.busOffset, this.#memory.fileOffset(addr), req.size, this.#tokens.get(addr)!, req.name));
+    this.#granted.push({ c, req, addr, token });
+    if (!this.#commitScheduled) {
+      this.#commitScheduled = true;
+      process.nextTick(() => this.#commit());
+    }
   }
 
   #reclaim(c: Client, id: number, tokens: string[]): void {
