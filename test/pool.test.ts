@@ -131,6 +131,19 @@ describe('DmaBuffer', () => {
 });
 
 describe('allocAsync', () => {
+  it('statsAsync works on a linked pool as on a daemon\'s: the figures of stats(); EBADF after close', async () => {
+    const p = fake(64 << 10);
+    const a = p.alloc(5000);
+    const s = await p.statsAsync();
+    expect(s).toEqual(p.stats());
+    expect(s).toMatchObject({ total: 64 << 10, count: 1 });
+    expect(s.used).toBeGreaterThanOrEqual(5000);
+    a.free();
+    expect((await p.statsAsync()).count).toBe(0);
+    p.close();
+    await expect(p.statsAsync()).rejects.toMatchObject({ code: 'EBADF' });
+  });
+
   it('fails at once without wait (GFP_ATOMIC) and succeeds when memory is there', async () => {
     const p = fake(64 << 10);
     const a = await p.allocAsync(32 << 10);
