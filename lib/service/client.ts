@@ -12,7 +12,7 @@ import { connect, type Socket } from 'node:net';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { closeFile, openFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
-import { ALLOC_TIMEOUT, ALLOC_WAIT, FrameDecoder, MAX_ID, NAME_PATTERN, Outbox, encodeAlloc, encodeFrame, encodeFree, replyParsers, type OkReply, type Reply } from './protocol.js';
+import { ALLOC_TIMEOUT, ALLOC_WAIT, FrameDecoder, MAX_ID, Outbox, allocFieldError, encodeAlloc, encodeFrame, encodeFree, replyParsers, type OkReply, type Reply } from './protocol.js';
 import type { ServiceBlock } from './server.js';
 import type { PoolStats } from '../pool.js';
 import type { BackendName } from '../backends/types.js';
@@ -379,14 +379,8 @@ export class ServicePool {
       if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal');
       if (signal?.aborted) throw new PhysmemError('ECANCELED', 'waiting allocation was aborted', { hint: 'the AbortSignal passed as `signal` fired', cause: signal.reason });
       // Checked here because the binary frame cannot carry a bad value to the daemon (which checks again).
-      if (name !== undefined && (typeof name !== 'string' || !NAME_PATTERN.test(name))) throw invalidArgument('name must be 1 to 64 of A-Z a-z 0-9 . _ -');
-      if (align !== undefined && (typeof align !== 'number' || !Number.isSafeInteger(align) || align < 1 || (align & (align - 1)) !== 0 || align > 2 ** 30)) {
-        throw invalidArgument('align must be a power of two in [1, 2^30]');
-      }
-      if (wait !== undefined && typeof wait !== 'boolean') throw invalidArgument('wait must be a boolean');
-      if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) {
-        throw invalidArgument('timeoutMs must be an integer in [0, 2^31 - 1]');
-      }
+      const wrong = allocFieldError(size, align, wait, timeoutMs, name);
+      if (wrong !== undefined) throw invalidArgument(wrong);
       if (this.#fd === -1) throw noMapping();
     } catch (e) {
       return Promise.reject(e);
@@ -414,8 +408,7 @@ export class ServicePool {
     }
     if (aborted) {
       // Granted before the cancel arrived: give it back, the caller gave up.
-      const phys = BigInt(reply.phys as bigint);
-      this.#send((i) => encodeFree(i, phys)).catch(() => undefined);
+      this.#giveBack(BigInt(reply.phys as bigint));
       throw new PhysmemError('ECANCELED', 'waiting allocation was aborted', { hint: 'the AbortSignal passed as `signal` fired', cause: signal.reason });
     }
     return this.#mapBlock(reply);
@@ -439,7 +432,7 @@ export class ServicePool {
     const phys = BigInt(reply.phys as string);
     if (this.#closing !== undefined || this.#closed || this.#fd === -1) {
       // Granted while closing (a wait queued before close()): give it straight back.
-      this.#send((id) => encodeFree(id, phys), true).catch(() => undefined);
+      this.#giveBack(phys);
       throw closed();
     }
     const size = reply.size as number;
@@ -451,7 +444,7 @@ export class ServicePool {
       buf = new ServiceBuffer(this, phys, BigInt(reply.bus as string), size, handle, reply.name as string | undefined, reply.token as string | undefined);
     } catch (e) {
       if (handle !== -1) native().munmap(handle);
-      this.#send((id) => encodeFree(id, phys)).catch(() => undefined);
+      this.#giveBack(phys);
       throw toPhysmemError(e, this.devicePath);
     }
     buf[kLiveIndex] = this.#live.length;
@@ -474,6 +467,21 @@ export class ServicePool {
     const out: ServiceBuffer[] = [];
     for (const b of r.blocks as OkReply[]) out.push(this.#mapBlock(b));
     return out;
+  }
+
+  // Return a block this client was granted but will not use; also while closing. Nobody waits for the answer.
+  #giveBack(phys: bigint): void {
+    this.#send((id) => encodeFree(id, phys), true).catch(() => undefined);
+  }
+
+  // Unmap every live buffer (their `bytes` become empty) and empty the list; returns them.
+  #unmapAll(): ServiceBuffer[] {
+    const bufs = this.#live.splice(0);
+    for (const b of bufs) {
+      b.unmap();
+      b[kLiveIndex] = -1;
+    }
+    return bufs;
   }
 
   // Take `buf` out of the live list: swap with the last (no allocation, unlike a Map's delete).
@@ -547,8 +555,7 @@ export class ServicePool {
   destroy(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const b of this.#live) b.unmap();
-    this.#live.length = 0;
+    this.#unmapAll();
     if (this.#fd !== -1) closeFile(this.#fd);
     this.#socket.destroy();
   }
@@ -566,12 +573,7 @@ export class ServicePool {
   async #close(): Promise<void> {
     // From here on new requests are refused (EBADF) and a block granted to a wait that was
     // already queued is given back unmapped (#mapBlock), so nothing outlives the close.
-    const bufs = [...this.#live];
-    this.#live.length = 0;
-    for (const b of bufs) {
-      b.unmap();
-      b[kLiveIndex] = -1;
-    }
+    const bufs = this.#unmapAll();
     await Promise.allSettled(bufs.map((b) => this.#send((id) => encodeFree(id, b.phys), true)));
     this.#closed = true;
     if (this.#fd !== -1) closeFile(this.#fd);

@@ -247,36 +247,27 @@ export class FrameDecoder<T> {
       const start = pos + 5;
       const end = pos + 4 + len;
       pos = end;
-      if (end > start && isBinary(this.#buf[start])) {
-        out.push(this.#binary(this.#buf, start, end));
-        continue;
-      }
-      let value: unknown;
-      try {
-        value = JSON.parse(this.#buf.toString('utf8', start, end));
-      } catch {
-        out.push({ kind: 'invalid', id: 0, code: 'EPROTO', message: 'frame body is not valid JSON' });
-        continue;
-      }
-      out.push(this.#guard(() => this.#parse.json(value)));
+      out.push(this.#body(this.#buf, start, end));
     }
     // A partial frame is copied: the caller may reuse `chunk` (net's onread buffer).
     this.#buf = pos === this.#buf.length ? EMPTY : Buffer.from(this.#buf.subarray(pos));
     return out;
   }
 
-  // Parsers do not throw; the catches only keep a parser bug from taking the daemon down.
-  #binary(buf: Buffer, start: number, end: number): DecodeResult<T> {
-    try {
-      return this.#parse.binary(buf, start, end);
-    } catch {
-      return { kind: 'invalid', id: 0, code: 'EPROTO', message: 'malformed message' };
+  // One body: binary by its first byte, else JSON. Parsers do not throw; the catch only
+  // keeps a parser bug from taking the daemon down.
+  #body(buf: Buffer, start: number, end: number): DecodeResult<T> {
+    const binary = end > start && isBinary(buf[start]);
+    let value: unknown;
+    if (!binary) {
+      try {
+        value = JSON.parse(buf.toString('utf8', start, end));
+      } catch {
+        return { kind: 'invalid', id: 0, code: 'EPROTO', message: 'frame body is not valid JSON' };
+      }
     }
-  }
-
-  #guard(f: () => DecodeResult<T>): DecodeResult<T> {
     try {
-      return f();
+      return binary ? this.#parse.binary(buf, start, end) : this.#parse.json(value);
     } catch {
       return { kind: 'invalid', id: 0, code: 'EPROTO', message: 'malformed message' };
     }
@@ -340,12 +331,12 @@ export function parseBinaryRequest(b: Buffer, o: number, end: number): DecodeRes
     const flags = b[o + 1];
     if ((flags & ~(ALLOC_WAIT | ALLOC_TIMEOUT)) !== 0 || b[o + 3] !== 0) return bad('unknown alloc flags');
     const size = b.readDoubleLE(o + 8);
-    if (!Number.isSafeInteger(size) || size < 1) return bad('size must be a positive integer');
+    if (!Number.isSafeInteger(size) || size < 1) return bad(SIZE_RULE);
     const align = b.readUInt32LE(o + 16);
-    if ((align & (align - 1)) !== 0 || align > 2 ** 30) return bad('align must be a power of two in [1, 2^30]');
+    if ((align & (align - 1)) !== 0 || align > 2 ** 30) return bad(ALIGN_RULE);
     const timeoutMs = b.readUInt32LE(o + 20);
-    if ((flags & ALLOC_TIMEOUT) === 0 ? timeoutMs !== 0 : timeoutMs > 2 ** 31 - 1) return bad('timeoutMs must be an integer in [0, 2^31 - 1]');
-    if (n !== 0 && !isName(b, o + ALLOC_BYTES, n)) return bad('name must be 1 to 64 of A-Z a-z 0-9 . _ -');
+    if ((flags & ALLOC_TIMEOUT) === 0 ? timeoutMs !== 0 : timeoutMs > 2 ** 31 - 1) return bad(TIMEOUT_RULE);
+    if (n !== 0 && !isName(b, o + ALLOC_BYTES, n)) return bad(NAME_RULE);
     const m: AllocRequest = { op: 'alloc', id, size, binary: true };
     if (align !== 0) m.align = align;
     if ((flags & ALLOC_WAIT) !== 0) m.wait = true;
@@ -385,6 +376,26 @@ export function parseBinaryReply(b: Buffer, o: number, end: number): DecodeResul
   return { kind: 'fatal', code: 'EPROTO', message: `the daemon sent a malformed binary reply (type 0x${type.toString(16)}, ${length} bytes)` };
 }
 
+const NAME_RULE = 'name must be 1 to 64 of A-Z a-z 0-9 . _ -';
+const SIZE_RULE = 'size must be a positive integer';
+const ALIGN_RULE = 'align must be a power of two in [1, 2^30]';
+const TIMEOUT_RULE = 'timeoutMs must be an integer in [0, 2^31 - 1]';
+
+/**
+ * The first field of an allocation that breaks its rule (name, size, align, wait,
+ * timeoutMs, in that order), as the message to give; undefined when all are valid or
+ * absent (size must be present). The daemon checks JSON requests with it, and the client
+ * its arguments, because the binary frame cannot carry a value of the wrong type.
+ */
+export function allocFieldError(size: unknown, align: unknown, wait: unknown, timeoutMs: unknown, name: unknown): string | undefined {
+  if (name !== undefined && (typeof name !== 'string' || !NAME_PATTERN.test(name))) return NAME_RULE;
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 1) return SIZE_RULE;
+  if (align !== undefined && (typeof align !== 'number' || !Number.isSafeInteger(align) || align < 1 || (align & (align - 1)) !== 0 || align > 2 ** 30)) return ALIGN_RULE;
+  if (wait !== undefined && typeof wait !== 'boolean') return 'wait must be a boolean';
+  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) return TIMEOUT_RULE;
+  return undefined;
+}
+
 /**
  * Validate a parsed request body. Unknown ops, unknown fields, wrong types and
  * out-of-range values give `invalid` (EINVAL, or EPROTO when not even an
@@ -402,16 +413,9 @@ export function parseRequest(v: unknown): DecodeResult<Request> {
   switch (op) {
     case 'alloc': {
       const { size, align, wait, timeoutMs, name } = v;
-      if (name !== undefined && (typeof name !== 'string' || !NAME_PATTERN.test(name))) return bad('name must be 1 to 64 of A-Z a-z 0-9 . _ -');
-      if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 1) return bad('size must be a positive integer');
-      if (align !== undefined && (typeof align !== 'number' || !Number.isSafeInteger(align) || align < 1 || (align & (align - 1)) !== 0 || align > 2 ** 30)) {
-        return bad('align must be a power of two in [1, 2^30]');
-      }
-      if (wait !== undefined && typeof wait !== 'boolean') return bad('wait must be a boolean');
-      if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) {
-        return bad('timeoutMs must be an integer in [0, 2^31 - 1]');
-      }
-      const m: AllocRequest = { op, id, size };
+      const wrong = allocFieldError(size, align, wait, timeoutMs, name);
+      if (wrong !== undefined) return bad(wrong);
+      const m: AllocRequest = { op, id, size: size as number };
       if (align !== undefined) m.align = align as number;
       if (wait !== undefined) m.wait = wait as boolean;
       if (timeoutMs !== undefined) m.timeoutMs = timeoutMs as number;
@@ -419,7 +423,7 @@ export function parseRequest(v: unknown): DecodeResult<Request> {
       return { kind: 'message', message: m };
     }
     case 'lookup':
-      if (typeof v.name !== 'string' || !NAME_PATTERN.test(v.name)) return bad('name must be 1 to 64 of A-Z a-z 0-9 . _ -');
+      if (typeof v.name !== 'string' || !NAME_PATTERN.test(v.name)) return bad(NAME_RULE);
       return { kind: 'message', message: { op, id, name: v.name } };
     case 'free': {
       if (typeof v.phys !== 'string' || !/^(0|[1-9][0-9]{0,19})$/.test(v.phys)) return bad('phys must be a decimal string');

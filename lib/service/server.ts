@@ -337,7 +337,7 @@ export class ServiceServer {
     for (const o of this.#orphans.values()) bytes += this.#alloc.free(o.addr);
     this.#orphans.clear();
     this.#log(`event=release-orphans blocks=${n} bytes=${bytes}`);
-    this.#persistOrLog();
+    this.#persistSoon();
     this.#serveWaiters();
   }
 
@@ -370,9 +370,10 @@ export class ServiceServer {
     if (this.#journal !== undefined) writeJournal(this.#journal, this.#table());
   }
 
-  // Write the journal after a block went away: if that fails, the old journal only lists a block too many,
-  // which a restart would hold for the grace period and release: safe, so log and go on.
-  #persistOrLog(): void {
+  // Journal a change that only released blocks, soon rather than now: if that write is late or
+  // fails, the old journal only lists a block too many, which a restart would hold for the grace
+  // period and release: safe, so a failure is logged and the daemon goes on.
+  #persistSoon(): void {
     if (this.#journal === undefined) return;
     // A journal that still lists a released block is safe (a restart holds it for the grace
     // period, then releases it), so this write can wait for the next commit: one fsync'd
@@ -458,7 +459,7 @@ export class ServiceServer {
       return;
     }
     if (!req.binary) this.#send(c, this.#blockReply(req.id, addr, req.size, req.name));
-    else c.outbox.push(encodeBlock(req.id, addr, BigInt(addr) + this.#memory.busOffset, this.#memory.fileOffset(addr), req.size, token, req.name));
+    else this.#sendFrame(c, encodeBlock(req.id, addr, BigInt(addr) + this.#memory.busOffset, this.#memory.fileOffset(addr), req.size, token, req.name));
   }
 
   /** Number of connected clients. */
@@ -596,8 +597,12 @@ export class ServiceServer {
   }
 
   #send(client: Client, reply: Reply): void {
-    if (client.gone) return;
-    client.outbox.push(encodeFrame(reply));
+    if (!client.gone) client.outbox.push(encodeFrame(reply));
+  }
+
+  // A binary reply frame (BLOCK, DONE).
+  #sendFrame(client: Client, frame: Buffer): void {
+    if (!client.gone) client.outbox.push(frame);
   }
 
   #onData(client: Client, chunk: Buffer): void {
@@ -792,7 +797,7 @@ export class ServiceServer {
       clearTimeout(this.#graceTimer);
       this.#graceTimer = undefined;
     }
-    this.#persistOrLog();
+    this.#persistSoon();
     this.#log(`event=reclaim-tokens client=${c.id} pid=${c.cred.pid} blocks=${tokens.length}`);
     this.#send(c, { id, ok: true, blocks });
   }
@@ -892,11 +897,10 @@ export class ServiceServer {
     if (n === undefined || this.#letGo(c, n)) {
       this.#alloc.free(addr);
       this.#tokens.delete(addr);
-      this.#persistOrLog();
+      this.#persistSoon();
     }
-    if (binary) {
-      if (!c.gone) c.outbox.push(encodeDone(id));
-    } else this.#send(c, { id, ok: true });
+    if (binary) this.#sendFrame(c, encodeDone(id));
+    else this.#send(c, { id, ok: true });
     if (this.#waiters.length !== 0) this.#serveWaiters();
   }
 
@@ -932,12 +936,12 @@ export class ServiceServer {
         freed += this.#alloc.free(addr);
         this.#tokens.delete(addr);
       }
-      this.#persistOrLog();
+      this.#persistSoon();
       this.#log(`event=reclaim client=${c.id} pid=${c.cred.pid} blocks=${n} bytes=${freed}`);
       this.#serveWaiters();
     }, this.#quarantineMs);
     this.#quarantine.set(c.id, { timer, blocks: n, bytes, pid: c.cred.pid, list });
-    this.#persistOrLog(); // now marked quarantined: not reclaimable after a restart
+    this.#persistSoon(); // now marked quarantined: not reclaimable after a restart
   }
 }
 
