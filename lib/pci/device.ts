@@ -154,6 +154,7 @@ export class PciDevice implements PciDeviceInfo {
   readonly #configPath: string;
   readonly #sysfsRoot: string;
   #lock: RegionLock | undefined;
+  #setBusMasterOn = false;
   #quiesced: QuiesceReport | undefined;
   #readFd: number;
   #writeFd = -1;
@@ -468,6 +469,7 @@ export class PciDevice implements PciDeviceInfo {
       }
     }
     this.#setCommandBit(PCI_COMMAND_MASTER, on);
+    if (on) this.#setBusMasterOn = true;
   }
 
   /** True when legacy INTx interrupts are disabled ({@link PCI_COMMAND_INTX_DISABLE}). */
@@ -524,7 +526,6 @@ export class PciDevice implements PciDeviceInfo {
   mapBar(n: number, options: MapBarOptions = {}): Mmio {
     if (this.closed) throw this.#closedError('mapBar');
     if (!Number.isInteger(n) || n < 0 || n >= PCI_BAR_COUNT) throw invalidArgument(`BAR number must be 0-${PCI_BAR_COUNT - 1}, got ${String(n)}`);
-    this.#checkNoKernelDriver(`mapBar(${n})`);
     const res = this.resources[n];
     const file = join(this.path, `resource${n}`);
     if (res === undefined || res.kind === 'unused') {
@@ -537,6 +538,7 @@ export class PciDevice implements PciDeviceInfo {
       });
     }
     if (res.size > BigInt(Number.MAX_SAFE_INTEGER)) throw new PhysmemError('ENOTSUP', `BAR ${n} is too large to map (${res.size} bytes)`, { path: file });
+    this.#checkNoKernelDriver(`mapBar(${n})`);
     const wc = options.writeCombining === true && existsSync(file + '_wc');
     const mmio = new Mmio({
       path: wc ? file + '_wc' : file,
@@ -552,7 +554,8 @@ export class PciDevice implements PciDeviceInfo {
 
   /**
    * Turn bus mastering off (unless `keepBusMaster`, or a kernel driver is
-   * bound), unmap every BAR mapped through this object, close config space and
+   * bound, or this object neither holds the device lock nor turned bus
+   * mastering on), unmap every BAR mapped through this object, close config space and
    * release the device lock. Leaves the device enabled. Idempotent; never
    * throws. Devices still open when the process exits normally are closed
    * this way too.
@@ -583,7 +586,10 @@ export class PciDevice implements PciDeviceInfo {
     if (next !== cmd) this.writeConfig16(PCI_COMMAND, next);
   }
 
+  // Only the device's owner (the lock holder) or whoever turned DMA on here
+  // turns it off: an object opened with `lock: false` to look may not stop a device another object drives.
   #busMasterOffAtClose(): void {
+    if (!this.locked && !this.#setBusMasterOn) return;
     try {
       if (this.driver === undefined && this.busMaster) this.#setCommandBit(PCI_COMMAND_MASTER, false);
     } catch (e) {

@@ -34,7 +34,9 @@ describeGuest('physmem/pci on the real edu device', () => {
     expect(dev.readConfig16(2)).toBe(0x11e8);
     expect(dev.readConfig32(0)).toBe(0x11e81234);
     expect(dev.resources[0]).toMatchObject({ kind: 'memory', size: 1n << 20n, prefetchable: false });
-    const again = PciDevice.open(dev.bdf.slice(5)); // short form
+    // A second PciDevice on it is EBUSY (the device lock); one that only looks opts out of the lock.
+    expect(() => PciDevice.open(dev.bdf)).toThrow(expect.objectContaining({ code: 'EBUSY', message: expect.stringMatching(/another PciDevice of this process/) }));
+    const again = PciDevice.open(dev.bdf.slice(5), { lock: false }); // short form
     expect(again.bdf).toBe(dev.bdf);
     again.close();
   });
@@ -119,7 +121,7 @@ describeGuest('physmem/pci on the real edu device', () => {
 
   it('an I/O-port BAR of another device is refused with ENOTSUP', () => {
     const withIo = PciDevice.list()
-      .map((d) => PciDevice.open(d.bdf))
+      .map((d) => PciDevice.open(d.bdf, { lock: false }))
       .find((d) => {
         const ok = d.resources.slice(0, 6).some((r) => r.kind === 'io');
         if (!ok) d.close();
@@ -137,7 +139,7 @@ describeGuest('physmem/pci on the real edu device', () => {
     expect(regs.read32(0)).toBe(0x010000ed);
     regs.close();
     const prefetchable = PciDevice.list()
-      .map((d) => PciDevice.open(d.bdf))
+      .map((d) => PciDevice.open(d.bdf, { lock: false }))
       .find((d) => {
         const ok = d.resources.slice(0, 6).some((r) => r.prefetchable && fs.existsSync(path.join(d.path, `resource${r.index}_wc`)));
         if (!ok) d.close();

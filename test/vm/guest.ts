@@ -31,6 +31,8 @@ export interface GuestConfig {
   hugepages: number;
   edu: boolean;
   iommu?: boolean;
+  /** A QEMU nvme controller is present, bound to the kernel's nvme driver. */
+  nvme?: boolean;
 }
 
 let cached: GuestConfig | undefined;
