@@ -9,6 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { runRegions } from '../lib/cli/regions.js';
+import { runStat } from '../lib/cli/stat.js';
 import { openPoolSync } from '../lib/index.js';
 import {
   PCI_COMMAND_INTX_DISABLE,
@@ -339,5 +341,31 @@ describe.skipIf(!isRoot)('fake sysfs: quiescing a crashed driver\'s leftover (as
     } finally {
       fs.rmSync(machine, { recursive: true, force: true });
     }
+  });
+});
+
+describe('physmem stat and regions: the IOMMU and the devices in use', () => {
+  it('regions says whether the IOMMU translates and which backend fits (text and JSON), and lists driven devices', () => {
+    const sys = path.join(root, 'sys');
+    makeSysfs(sys, [{ ...EDU, iommuGroup: { group: 3, type: 'DMA-FQ' } }, { ...NVME, iommuGroup: { group: 2, type: 'DMA-FQ' } }]);
+    fs.mkdirSync(path.join(sys, 'class/iommu/dmar0'), { recursive: true });
+    const d = PciDevice.open(EDU.bdf, { sysfsRoot: sys, lockDir });
+    opened.push(d);
+    const r = runRegions({ root, lockDir });
+    expect(r.text).toMatch(/IOMMU: on, translating \(dmar0\)\n {2}the IOMMU translates DMA \(2 groups: 2 DMA-FQ\).*use physmem\/vfio and the vfio backend, or boot with iommu=pt/);
+    expect(r.text).toMatch(/PCI devices driven through physmem\/pci:\n\ndevice\s+pid\s+command\n.*\n0000:00:05\.0\s+\d+\s+\(this command\)/);
+    const j = r.json as { iommu: { fits: string; translating: boolean }; devicesInUse: { device: string; pid: number }[]; inUse: unknown[] };
+    expect(j.iommu).toMatchObject({ enabled: true, translating: true, fits: 'vfio', types: { 'DMA-FQ': 2 } });
+    expect(j.devicesInUse).toEqual([expect.objectContaining({ device: EDU.bdf, pid: process.pid })]);
+    expect(j.inUse).toEqual([]); // a device lock is no memory in use
+    fs.rmSync(path.join(sys, 'kernel'), { recursive: true });
+    expect((runRegions({ root, lockDir }).json as { iommu: unknown }).iommu).toMatchObject({ enabled: false, fits: 'physical' });
+  });
+
+  it('stat reports the IOMMU of this machine next to the pool', () => {
+    const r = runStat({ backend: 'fake', size: 1 << 20 });
+    const real = iommuState();
+    expect((r.json as { iommu: unknown }).iommu).toMatchObject({ enabled: real.enabled, translating: real.translating, fits: real.translating ? 'vfio' : 'physical' });
+    expect(r.text).toMatch(real.enabled ? /\nIOMMU: on/ : /\nIOMMU: none\n {2}no IOMMU groups: devices use physical addresses; the devmem, hugepage and udmabuf backends fit/);
   });
 });
