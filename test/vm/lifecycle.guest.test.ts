@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { runStat } from '../../lib/cli/stat.js';
 import { openPoolSync } from '../../lib/index.js';
 import { PCI_COMMAND_MASTER, PciDevice, findOrphanedBusMasters, listPciDevices, type Mmio } from '../../lib/pci/index.js';
 import { startLineChild } from '../helpers/child.js';
@@ -196,5 +197,57 @@ describe.skipIf(!inGuest || cfg?.name !== 'mem')('a driver killed with -9 mid-DM
       dev.close();
     }
     expect(command(bdf) & PCI_COMMAND_MASTER).toBe(0);
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe.skipIf(!inGuest || !cfg?.iommu)('outside VFIO, a translated IOMMU group refuses bus mastering (edu behind intel-iommu)', () => {
+  it('setBusMaster(true) is EPERM in a DMA group (and DMA there would miss), allowed in identity; stat says which backend fits', () => {
+    const bdf = eduBdf();
+    const dev = PciDevice.find({ ...EDU, lock: false }); // the vfio tests may hold another edu
+    const before = dev.driver;
+    if (before !== undefined) dev.unbindDriver();
+    const typeFile = `/sys/kernel/iommu_groups/${dev.iommuGroup!.group}/type`;
+    const original = fs.readFileSync(typeFile, 'utf8').trim();
+    try {
+      fs.writeFileSync(typeFile, 'DMA'); // allowed while no driver is bound in the group
+      expect(dev.iommuGroup).toEqual({ group: expect.any(Number), type: 'DMA' });
+      expect(() => dev.setBusMaster(true)).toThrow(
+        expect.objectContaining({ code: 'EPERM', message: expect.stringMatching(new RegExp(`${bdf} is in IOMMU group \\d+ of type DMA.*I/O virtual addresses.*physmem/vfio.*iommu=pt`)) }),
+      );
+      expect(dev.busMaster).toBe(false);
+      const stat = runStat({ backend: 'fake', size: 1 << 20 });
+      expect(stat.json).toMatchObject({ iommu: { enabled: true, translating: true, fits: 'vfio' } });
+
+      // Why: the device's DMA to a physical address goes through the IOMMU, which has no mapping for it.
+      const pool = openPoolSync({ backend: 'devmem', regions: [REGION], quiesceOrphans: false });
+      try {
+        const buf = pool.alloc(4096);
+        buf.bytes.fill(0x11);
+        dev.enable();
+        dev.setBusMaster(true, { allowTranslatedIommu: true });
+        const regs = dev.mapBar(0);
+        regs.write64(0x80, 0x40000n);
+        regs.write64(0x88, buf.bus);
+        regs.write64(0x90, 64n);
+        regs.write32(0x98, 3);
+        waitIdle(regs);
+        expect(buf.bytes.every((b) => b === 0x11)).toBe(true); // nothing arrived
+        dev.setBusMaster(false);
+        buf.free();
+      } finally {
+        pool.close();
+      }
+
+      fs.writeFileSync(typeFile, 'identity');
+      dev.setBusMaster(true);
+      expect(dev.busMaster).toBe(true);
+      dev.setBusMaster(false);
+    } finally {
+      dev.close();
+      fs.writeFileSync(typeFile, original === 'DMA-FQ' ? 'DMA-FQ' : original);
+      if (before !== undefined) PciDevice.open(bdf, { lock: false }).bindDriver(before);
+    }
   });
 });
