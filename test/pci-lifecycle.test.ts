@@ -157,6 +157,15 @@ describe('fake sysfs: a kernel driver holds the device', () => {
     expect(d.readConfig16(0)).toBe(0x1b36);
   });
 
+  it('bindDriver refuses while BARs are mapped through the object', () => {
+    const d = open(EDU.bdf);
+    const m = d.mapBar(0);
+    fs.mkdirSync(path.join(root, 'bus/pci/drivers/vfio-pci'));
+    expect(() => d.bindDriver('vfio-pci')).toThrow(expect.objectContaining({ code: 'EBUSY', message: expect.stringMatching(/still mapped/) }));
+    m.close();
+    expect(() => d.bindDriver('vfio-pci')).toThrow(expect.objectContaining({ code: 'EIO' })); // fake: no kernel to bind it
+  });
+
   it('closing leaves the command register of a driver-bound device alone', () => {
     setFakeCommand(root, NVME.bdf, 0x0006);
     open(NVME.bdf).close();
@@ -314,6 +323,19 @@ describe.skipIf(!isRoot)('fake sysfs: quiescing a crashed driver\'s leftover (as
     expect(result.ok).toBe(true);
     const owners = liveOwners(OTHER.bdf, { sysfsRoot: root });
     expect(owners).toEqual([expect.objectContaining({ pid: child.pid, how: 'mapped', file: expect.stringMatching(/resource0$/) })]);
+  });
+
+  it('opening a hugepage pool scans first, before any page exists (here even when the pool then fails for lack of pages)', () => {
+    let pool: { close(): void } | undefined;
+    try {
+      pool = openPoolSync({ backend: 'hugepage', pages: 1, sysfsRoot: root, lockDir, leakCheck: 'off' });
+    } catch (e) {
+      expect((e as { code?: string }).code).toMatch(/ENOMEM|ENOTSUP|EPERM|EACCES/);
+    }
+    pool?.close();
+    expect(fakeCommand(root, EDU.bdf)).toBe(0x0003);
+    expect(fakeCommand(root, BRIDGE.bdf)).toBe(0x0007);
+    expect(fakeCommand(root, NVME.bdf)).toBe(0x0007); // a kernel driver's device
   });
 
   it('opening a devmem pool quiesces orphans before handing out memory, unless quiesceOrphans is false', () => {

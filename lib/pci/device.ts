@@ -324,6 +324,10 @@ export class PciDevice implements PciDeviceInfo {
   /** Bind the device to the driver `name` through `driver_override`; see {@link bindDriver}. Needs root. */
   bindDriver(name: string): void {
     if (this.closed) throw this.#closedError('bindDriver');
+    // A kernel driver must not find the device's registers mapped by someone else.
+    if ([...this.#mmios].some((m) => !m.closed)) {
+      throw new PhysmemError('EBUSY', `bindDriver: BARs of ${this.bdf} are still mapped through this PciDevice`, { hint: 'close those Mmio objects first (mmio.close())' });
+    }
     bindDriver(this.bdf, name, { sysfsRoot: this.#sysfsRoot });
   }
 
