@@ -5,7 +5,7 @@ import { randomFillSync } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Edu, EDU_BUFFER, EDU_MAX_END } from '../examples/edu/edu.js';
 import { runExample } from '../examples/edu/main.js';
-import { dmaWmb, openPoolSync, type Pool } from '../lib/index.js';
+import { dmaWmb, openPoolSync, pollUntil, type Pool } from '../lib/index.js';
 import type { Mmio } from '../lib/pci/index.js';
 import { FakeEdu } from '../lib/testing/index.js';
 
@@ -92,7 +92,7 @@ describe('driver bugs the fake edu catches', () => {
     regs.write64Relaxed(0x90, BigInt(length));
     regs.write32(0x98, 1); // start
     randomFillSync(src.bytes); // too late
-    while (regs.read32(0x98) & 1);
+    pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
   }
 
   it('a doorbell before the data was written: an ordering violation, and the device got the old bytes', () => {
@@ -112,7 +112,7 @@ describe('driver bugs the fake edu catches', () => {
       regs.write64Relaxed(0x90, 64n);
       if (barrier) dmaWmb();
       regs.write32Relaxed(0x98, 1);
-      while (regs.read32(0x98) & 1);
+      pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
     };
     start(true);
     expect(fake.violations).toEqual([]);
@@ -140,7 +140,7 @@ describe('driver bugs the fake edu catches', () => {
     regs.write64Relaxed(0x90, 512n);
     regs.write32(0x98, 0x1 | 0x2); // start, device -> RAM
     dst.free(); // before the transfer finished
-    while (regs.read32(0x98) & 1);
+    pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
     expect(fake.violations.map((v) => v.kind)).toEqual(['dma']);
   });
 
@@ -169,7 +169,7 @@ describe('driver bugs the fake edu catches', () => {
       r.write64(0x88, BigInt(EDU_BUFFER));
       r.write64(0x90, count);
       r.write32(0x98, 1);
-      while (r.read32(0x98) & 1);
+      pollUntil(() => (r.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
       expect(fixed.violations.length).toBe(ok ? 0 : 1);
     }
     expect(fixed.dead).toBe(false);
