@@ -5,8 +5,12 @@
  *
  * Sub-paths: `physmem/allocator` (the pure range allocator),
  * `physmem/compat` (the original allocator module's C API),
- * `physmem/testing` (FakeDmaDevice for CI), `physmem/pci` (PciDevice and
+ * `physmem/testing` (FakeDmaDevice, FakePciDevice and FakeEdu for CI), `physmem/pci` (PciDevice and
  * exact-width MMIO over BARs).
+ *
+ * Driver helpers here too: memory barriers with Linux's names (`mb`, `rmb`,
+ * `wmb`, `dmaRmb`, `dmaWmb`, `wcFlush`; docs/ordering.md) and `pollUntil` /
+ * `pollUntilAsync` (wait for a device with a deadline).
  *
  * Backends: fake, devmem, udmabuf, hugepage, and a daemon's pool through
  * `openPool({ service })`. Region locks keep two programs from handing out
@@ -29,6 +33,9 @@ export type { SubPoolOptions, SubPoolLayout } from './subpool.js';
 export type { BackendName } from './backends/types.js';
 export { FAKE_DEFAULT_PHYS_BASE, FAKE_DEFAULT_SIZE } from './backends/fake.js';
 export { PhysmemError } from './errors.js';
+export { mb, rmb, wmb, dmaRmb, dmaWmb, wcFlush, barrierArch } from './ordering.js';
+export { pollUntil, pollUntilAsync } from './poll.js';
+export type { PollOptions } from './poll.js';
 export type { PhysmemErrorFields } from './errors.js';
 export type { HugepagePoolOptions } from './open.js';
 export { lockRegion, listRegionLocks, prepareLockDir, RegionLock, DEFAULT_LOCK_DIR, LOCK_DIR_ENV, DEVMEM_LOCK_KIND, fakeLockKind, udmabufLockKind } from './locks.js';

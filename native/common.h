@@ -152,5 +152,6 @@ inline void CheckRange(const Napi::CallbackInfo& info, const Mapping* m, uint64_
 
 // Each further source file adds its functions to the exports object with a
 // Register<Name>(env, exports) declared here and called from Init.
+void RegisterBarrier(Napi::Env env, Napi::Object exports);  // barrier.cc
 
 }  // namespace pm

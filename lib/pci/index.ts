@@ -2,7 +2,8 @@
  * physmem/pci: what a userspace PCI driver needs next to its DMA memory.
  * Find and open a device through sysfs, enable it and its bus mastering,
  * read and write config space, and map memory BARs for exact-width register
- * access.
+ * access, ordered like Linux's writel/readl (`write32`) or not (`write32Relaxed`);
+ * see docs/ordering.md.
  *
  * @example
  * import { PciDevice } from 'physmem/pci';
