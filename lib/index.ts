@@ -37,3 +37,5 @@ export { ServicePool, ServiceBuffer } from './service/client.js';
 export type { ServicePoolOptions, ServiceAllocOptions, ServiceStats } from './service/client.js';
 export { startServer, ServiceServer } from './service/server.js';
 export type { ServeOptions, ServiceBlock } from './service/server.js';
+export { nativeAddonSource } from './native.js';
+export type { NativeAddonSource } from './native.js';

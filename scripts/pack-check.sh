@@ -40,6 +40,15 @@ PATH="$bin" node -e '
   if (!r.addon || r.addon.kind !== "prebuilt" || r.addon.path !== want) throw new Error("addon not the prebuilt one: " + JSON.stringify(r.addon));
   console.log("pack-check: npx physmem demo ok on the " + r.backend + " backend with the prebuilt addon " + r.addon.path);
 ' "$work/demo.json" "$proj"
-# ESM-only: import works, and so does require() where Node has require(esm) (20.19+, 22.12+).
+# ESM-only: import works, and so does require() where Node has require(esm) (20.19+, 22.12+; README says so).
 (cd "$proj" && PATH="$bin" node --input-type=module -e 'import { openPoolSync } from "physmem"; const p = openPoolSync({ backend: "fake" }); p.alloc(64).free(); p.close(); console.log("pack-check: import ok");')
+(cd "$proj" && PATH="$bin" node -e '
+  const [maj, min] = process.versions.node.split(".").map(Number);
+  const hasRequireEsm = (maj === 20 && min >= 19) || (maj === 22 && min >= 12) || maj >= 23;
+  let got;
+  try { got = typeof require("physmem").openPoolSync; } catch (e) { got = e.code; }
+  const want = hasRequireEsm ? "function" : "ERR_REQUIRE_ESM";
+  if (got !== want) throw new Error(`require("physmem") on Node ${process.version}: ${got}, README says ${want}`);
+  console.log(`pack-check: require("physmem") on Node ${process.version}: ${got}, as the README says`);
+' 2>&1 | grep -v ExperimentalWarning | grep -v 'node --trace-warnings')
 echo "pack-check: ok"
