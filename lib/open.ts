@@ -70,7 +70,7 @@ export interface BackendProbe {
 function tryRealBackends(size?: number): { backend?: Backend; probes: BackendProbe[] } {
   const probes: BackendProbe[] = [];
   if (!existsSync('/dev/mem')) {
-    probes.push({ name: 'devmem', reason: 'no /dev/mem (kernel built without CONFIG_DEVMEM)' });
+    probes.push({ name: 'devmem', reason: 'no /dev/mem (kernel built without CONFIG_DEVMEM; reserving memory would not help)' });
   } else {
     try {
       return { backend: openDevmemBackend({ regions: 'auto' }), probes };

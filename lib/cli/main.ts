@@ -11,6 +11,7 @@ import { PhysmemError } from '../errors.js';
 import { runDemo } from './demo.js';
 import { runStat } from './stat.js';
 import { runRegions } from './regions.js';
+import { runDoctor } from './doctor.js';
 import { toJson } from './format.js';
 
 /** Exit code: success. */
@@ -80,6 +81,12 @@ export function buildProgram(): Command {
       emit(!!o.json, r);
       if (!r.found) process.exitCode = EXIT_FAILURE;
     });
+
+  program
+    .command('doctor')
+    .description('check everything the backends need here (reserved memory, /dev/mem, STRICT_DEVMEM, lockdown, huge pages, u-dma-buf, IOMMU, vfio-pci, permissions) and say, per backend, ready or the one thing to do')
+    .option('--json', 'print the result as JSON')
+    .action((o: { json?: boolean }) => emit(!!o.json, runDoctor()));
 
   program
     .command('serve')
