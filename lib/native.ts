@@ -171,7 +171,7 @@ export function native(): NativeAddon {
   return loaded;
 }
 
-/** Which addon binary {@link native} loaded; `undefined` before the first load (or when a fake is injected). */
+/** Which addon binary physmem loaded (prebuilt or built here); `undefined` before the first load, which is lazy (or when a test injected a fake). */
 export function nativeAddonSource(): NativeAddonSource | undefined {
   return injected ? undefined : loadedFrom;
 }

@@ -16,6 +16,7 @@
 export { PciDevice, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY } from './device.js';
 export type { PciOpenOptions, PciFindOptions, MapBarOptions } from './device.js';
 export { Mmio } from './mmio.js';
+export type { MmioSource } from './mmio.js';
 export {
   parseResourceFile,
   normalizeBdf,
