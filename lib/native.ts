@@ -202,7 +202,7 @@ function loadError(root: string, file: string | undefined, e: unknown): PhysmemE
   return new PhysmemError(file === undefined ? 'ENOENT' : 'ENOEXEC', what, {
     hint:
       `Tried:\n${tried}\n` +
-      'Prebuilt binaries ship for linux-x64 (glibc). Elsewhere build it from source: `npm rebuild physmem` ' +
+      'Prebuilt binaries ship for linux-x64 and linux-arm64 (glibc). Elsewhere build it from source: `npm rebuild physmem` ' +
       '(needs python3, make and a C++17 compiler, g++ >= 8 or clang >= 7; on Debian: apt-get install -y python3 make g++). ' +
       'physmem runs on Linux only.',
     cause: e,

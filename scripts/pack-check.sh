@@ -51,4 +51,37 @@ PATH="$bin" node -e '
   if (got !== want) throw new Error(`require("physmem") on Node ${process.version}: ${got}, README says ${want}`);
   console.log(`pack-check: require("physmem") on Node ${process.version}: ${got}, as the README says`);
 ' 2>&1 | grep -v ExperimentalWarning | grep -v 'node --trace-warnings')
+# linux-arm64: the cross-built prebuilt addon loads and works under an arm64
+# runtime. Node's arm64 binaries are not in the npm registry; Bun's are
+# (@oven/bun-linux-aarch64), and Bun loads N-API addons: run it under
+# qemu-user with Debian's arm64 libc (from g++-aarch64-linux-gnu).
+# PHYSMEM_PACK_ARM64=1 (CI) makes a missing binary or toolchain a failure.
+strict=${PHYSMEM_PACK_ARM64:-0}
+if ! grep -qxF prebuilds/linux-arm64/physmem.glibc.node "$work/files"; then
+  echo "pack-check: no linux-arm64 prebuilt addon in the tarball"
+  [ "$strict" != 1 ] || { echo 'pack-check: PHYSMEM_PACK_ARM64=1 wants one (apt-get install g++-aarch64-linux-gnu)' >&2; exit 1; }
+elif ! command -v qemu-aarch64 >/dev/null 2>&1 || [ ! -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; then
+  echo "pack-check: linux-arm64 addon shipped but not verified here (needs qemu-user and g++-aarch64-linux-gnu)"
+  [ "$strict" != 1 ] || exit 1
+else
+  bunver=$(node -p 'require("./node_modules/bun/package.json").version')
+  (cd "$work" && npm pack --silent "@oven/bun-linux-aarch64@$bunver" >/dev/null && tar xzf oven-bun-linux-aarch64-"$bunver".tgz && mv package bun-arm64)
+  cat >"$proj/arm64-check.mjs" <<'JS'
+import { openPoolSync, nativeAddonSource } from 'physmem';
+const pool = openPoolSync({ backend: 'fake', size: 1 << 20 });
+const b = pool.alloc(4096, { align: 4096 });
+b.bytes.fill(0xa5);
+const ok = b.bytes.every((x) => x === 0xa5);
+b.free();
+pool.close();
+console.log(JSON.stringify({ arch: process.arch, ok, detached: b.bytes.length === 0, addon: nativeAddonSource() }));
+JS
+  out=$(cd "$proj" && qemu-aarch64 -L /usr/aarch64-linux-gnu "$work/bun-arm64/bin/bun" arm64-check.mjs)
+  node -e '
+    const r = JSON.parse(process.argv[1]);
+    const want = require("path").join(process.argv[2], "node_modules/physmem/prebuilds/linux-arm64/physmem.glibc.node");
+    if (r.arch !== "arm64" || !r.ok || !r.detached || r.addon?.kind !== "prebuilt" || r.addon.path !== want) throw new Error("arm64 check: " + process.argv[1]);
+    console.log("pack-check: linux-arm64 prebuilt addon loads under Bun " + process.argv[3] + " (arm64, qemu-user): fake pool alloc, write, free, detach ok");
+  ' "$out" "$proj" "$bunver"
+fi
 echo "pack-check: ok"
