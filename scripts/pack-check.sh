@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/physmem-pack-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-echo "pack-check: npm pack (prepack compiles TS and the prebuilt addon)"
+echo "pack-check: npm pack (prepack builds the prebuilt addons, prepare compiles the TypeScript)"
 npm pack --silent --pack-destination "$work" >"$work/pack.out"
 tgz="$work/$(tail -n1 "$work/pack.out")"
 tar -tzf "$tgz" | sed 's|^package/||' | sort >"$work/files"

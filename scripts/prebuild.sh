@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `npm run prebuild` (and prepack): the prebuilt N-API addons the package ships,
+# `npm run build:prebuilds` (and prepack): the prebuilt N-API addons the package ships,
 # prebuilds/<platform>-<arch>/physmem.glibc.node, for node-gyp-build to load.
 # This machine's architecture always; linux-arm64 too when the cross compiler
 # is installed (apt-get install g++-aarch64-linux-gnu), else it says so.

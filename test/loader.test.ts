@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 const dist = fileURLToPath(new URL('../dist/lib', import.meta.url));
 const root = fileURLToPath(new URL('..', import.meta.url));
-// Whichever addon this checkout has (compiled into build/, or prebuilt by `npm run prebuild`).
+// Whichever addon this checkout has (compiled into build/, or prebuilt by `npm run build:prebuilds`).
 const built = (() => {
   try {
     return (createRequire(import.meta.url)('node-gyp-build') as { path(d: string): string }).path(root);
