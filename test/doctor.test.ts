@@ -35,6 +35,7 @@ function readyMachine(): void {
   put('dev/udmabuf0', '');
   for (const [g, type] of [['0', 'DMA'], ['1', 'DMA-FQ'], ['2', 'identity']]) put(`sys/kernel/iommu_groups/${g}/type`, `${type}\n`);
   mkdirSync(join(root, 'sys/class/iommu/dmar0'), { recursive: true });
+  mkdirSync(join(root, 'run'));
   mkdirSync(join(root, 'sys/bus/pci/drivers/vfio-pci/0000:00:04.0'), { recursive: true });
   mkdirSync(join(root, 'sys/bus/pci/devices/0000:00:04.0'), { recursive: true });
   symlinkSync('../../../kernel/iommu_groups/1', join(root, 'sys/bus/pci/devices/0000:00:04.0/iommu_group'));
@@ -46,7 +47,7 @@ function readyMachine(): void {
 describe('physmem doctor on fake sysfs/proc trees', () => {
   it('a machine with everything: each check ok and every backend ready', () => {
     readyMachine();
-    const r = runDoctor({ root, uid: 0, kernelRelease: REL, checkAddon: false }).json;
+    const r = runDoctor({ root, uid: 0, kernelRelease: REL, checkAddon: false, lockDir: join(root, 'run/physmem') }).json;
     expect(r.backends.map((b) => [b.backend, b.ready])).toEqual([
       ['devmem', true],
       ['hugepage', true],
@@ -62,6 +63,7 @@ describe('physmem doctor on fake sysfs/proc trees', () => {
     expect(check(r, 'IOMMU').detail).toBe('3 group(s) (1 DMA, 1 DMA-FQ, 1 identity); units: dmar0');
     expect(check(r, 'vfio-pci').detail).toBe('loaded, /dev/vfio/vfio present; bound: 0000:00:04.0 (group 1)');
     expect(check(r, 'locked memory limit').detail).toMatch(/^8 MiB/);
+    expect(check(r, 'lock directory')).toMatchObject({ status: 'ok', detail: `${join(root, 'run/physmem')}: created on first use` });
   });
 
   it('each backend says the one thing to do, the most basic first', () => {

@@ -8,9 +8,10 @@
  */
 import { accessSync, constants, existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { release } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { discoverRegions } from '../discovery/index.js';
+import { resolveLockDir } from '../locks.js';
 import { nativeAddonSource, native } from '../native.js';
 import { formatSize, hex } from './format.js';
 
@@ -24,6 +25,8 @@ export interface DoctorOptions {
   kernelRelease?: string;
   /** Also try to load the native addon and say which binary it is. Default true. */
   checkAddon?: boolean;
+  /** The lock directory to check (not under `root`). Default: `$PHYSMEM_LOCK_DIR`, else /run/physmem. */
+  lockDir?: string;
 }
 
 /** One finding: `ok`, `no` (missing or refused), `unknown` (cannot tell), `info`. */
@@ -237,6 +240,16 @@ export function runDoctor(o: DoctorOptions = {}): { json: DoctorReport; text: st
     (vfioPci ? 'loaded' : `not loaded${vfioConfig === 'n' ? ` (the kernel has no VFIO: ${config!.source})` : ''}`) +
       (hasContainer ? ', /dev/vfio/vfio present' : ', no /dev/vfio/vfio') +
       (bound.length ? `; bound: ${boundGroups.map((b) => `${b.bdf} (group ${b.group ?? '?'}${b.accessible ? '' : ', no access to its /dev/vfio file'})`).join(', ')}` : '; no device bound'),
+  );
+
+  // The lock directory: devmem, udmabuf and keyed fake pools lock their memory there.
+  const lockDir = resolveLockDir(o.lockDir);
+  const lockDirOk = existsSync(lockDir) ? canReadWrite(lockDir) : canReadWrite(dirname(lockDir));
+  add(
+    'lock directory',
+    lockDirOk ? 'ok' : 'no',
+    `${lockDir}: ${existsSync(lockDir) ? (lockDirOk ? 'writable' : 'not writable by this user') : lockDirOk ? 'created on first use' : `missing, and ${dirname(lockDir)} is not writable`}` +
+      (lockDirOk ? '' : ` (set PHYSMEM_LOCK_DIR or lockDir to a directory of your own)`),
   );
 
   // Locked memory limit: VFIO pins DMA memory against it, hugepage mlocks.
