@@ -8,6 +8,8 @@ import { adviseReservation, findReservedRegions, readMemoryMaps, type Reservatio
 import { listRegionLocks, type RegionHolder } from '../locks.js';
 import { formatSize, hex, table } from './format.js';
 import { iommuLines, iommuReport } from './iommu.js';
+import { NO_DEVMEM_ALTERNATIVES } from '../backends/devmem.js';
+import { existsSync } from 'node:fs';
 
 /** Options of `physmem regions`. */
 export interface RegionsOptions {
@@ -21,6 +23,12 @@ export interface RegionsOptions {
   pageSize?: number;
   /** Lock directory whose locks show which regions are in use. Default: `$PHYSMEM_LOCK_DIR`, else /run/physmem. */
   lockDir?: string;
+  /**
+   * The memory device whose absence is said first (no reservation can help
+   * without it). Default '/dev/mem' on the live system; not checked when
+   * `root` is set (recorded trees hold no /dev) unless given.
+   */
+  devMemPath?: string;
 }
 
 function holderRow(h: RegionHolder): string[] {
@@ -132,7 +140,10 @@ export function runRegions(opts: RegionsOptions = {}): { json: unknown; text: st
   const iommu = iommuReport(`${opts.root ?? ''}/sys`);
   inUse.push('', ...iommuLines(iommu));
 
+  const devMemPath = opts.devMemPath ?? (opts.root ? undefined : '/dev/mem');
+  const noDevmem = devMemPath !== undefined && !existsSync(devMemPath);
   const lines: string[] = [];
+  if (noDevmem) lines.push(`This kernel has no ${devMemPath} (built without CONFIG_DEVMEM): ${NO_DEVMEM_ALTERNATIVES}.`, '');
   if (isFound) {
     const sum = regions.reduce((s, r) => s + r.size, 0n);
     lines.push(`Reserved memory: ${regions.length} region${regions.length === 1 ? '' : 's'}, ${size(sum)} in all.`, '');
@@ -146,18 +157,19 @@ export function runRegions(opts: RegionsOptions = {}): { json: unknown; text: st
     if (found.iomemHidden && asked.length) {
       lines.push('', `The kernel command line has ${asked.map((o) => o.text).join(' ')}: run \`physmem regions\` as root to see what it reserved.`);
     }
-    if (advice) lines.push('', ...howToReserve(advice));
+    if (advice && !noDevmem) lines.push('', ...howToReserve(advice));
     lines.push(...inUse);
   }
   return {
     json: {
       found: isFound,
+      devMem: devMemPath === undefined ? null : { path: devMemPath, present: !noDevmem },
       regions,
       iomemHidden: found.iomemHidden,
       problems,
       firmwareRam: found.firmwareRam,
       cmdline: found.cmdline.raw,
-      advice: advice ?? null,
+      advice: (!noDevmem && advice) || null,
       lockDir: locks.dir,
       iommu,
       devicesInUse: devices.map((h) => ({ device: deviceOfLock(h.kind), pid: h.pid ?? null, command: h.command ?? null, lockFile: h.lockFile })),

@@ -39,6 +39,7 @@ export {
 } from './quiesce.js';
 export type { LiveOwner, QuiesceReport, OrphanScanOptions } from './quiesce.js';
 export { Mmio } from './mmio.js';
+export type { MmioSource } from './mmio.js';
 export {
   parseResourceFile,
   normalizeBdf,
