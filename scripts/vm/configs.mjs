@@ -9,6 +9,8 @@
 
 /** Guest RAM as the firmware reports it on the pc machine (0x1ffe0000.. is Reserved: ACPI). */
 const FIRMWARE_RAM_512M = { start: 0x100000, end: 0x1ffdffff };
+/** With an NVMe controller, SeaBIOS's NVMe driver keeps 36 KiB more at the top (0x1ffd7000.. is Reserved). */
+const FIRMWARE_RAM_512M_NVME = { start: 0x100000, end: 0x1ffd6fff };
 
 /** With mem=384M the kernel uses System RAM only up to here. */
 const MEM_LIMIT_384M = 0x18000000;
@@ -57,9 +59,9 @@ export const CONFIGS = [
     modules: ['nvme'],
     expect: {
       memLimit: MEM_LIMIT_384M,
-      firmwareRam: FIRMWARE_RAM_512M,
+      firmwareRam: FIRMWARE_RAM_512M_NVME,
       regions: [
-        { kind: 'above-mem', start: MEM_LIMIT_384M, end: FIRMWARE_RAM_512M.end },
+        { kind: 'above-mem', start: MEM_LIMIT_384M, end: FIRMWARE_RAM_512M_NVME.end },
       ],
       hugepages: 0,
       edu: true,
