@@ -148,6 +148,29 @@ export interface NativeAddon {
   eventfdUnwatch(watchId: number): void;
   /** Reference (true) or unreference (false) the watch's handle: whether it keeps the event loop alive. */
   eventfdWatchRef(watchId: number, ref: boolean): void;
+  // ---- end VFIO device side ----
+
+  // ---- VFIO container and type1 IOMMU (native/vfio_iommu.cc; lib/vfio/container.ts) ----
+  /** ioctl VFIO_GET_API_VERSION on a container fd (/dev/vfio/vfio); 0 (VFIO_API_VERSION) on every kernel so far. */
+  vfioContainerApiVersion(fd: number): number;
+  /** ioctl VFIO_CHECK_EXTENSION: > 0 when the container supports `extension` (e.g. 3, VFIO_TYPE1v2_IOMMU), else 0. */
+  vfioContainerCheckExtension(fd: number, extension: number): number;
+  /** ioctl VFIO_GROUP_SET_CONTAINER: attach the group `groupFd` to the container. */
+  vfioGroupSetContainer(groupFd: number, containerFd: number): void;
+  /** ioctl VFIO_SET_IOMMU (1: type1, 3: type1v2); needs a group attached. EPERM without interrupt remapping. */
+  vfioIommuSetType(containerFd: number, type: number): void;
+  /** ioctl VFIO_IOMMU_GET_INFO with its capability chain (after VFIO_SET_IOMMU). */
+  vfioIommuGetInfo(containerFd: number): VfioIommuInfo;
+  /**
+   * ioctl VFIO_IOMMU_MAP_DMA of `[offset, offset + length)` of mapping `handle`
+   * at IOVA `iova`, readable and/or writable by devices. Pins the pages
+   * (charged to RLIMIT_MEMLOCK: ENOMEM past it). ENOSPC past dma_entry_limit,
+   * EEXIST over an existing mapping, EINVAL for unaligned or unusable IOVAs.
+   */
+  vfioMapDma(containerFd: number, handle: number, offset: number, length: number, iova: bigint, read: boolean, write: boolean): void;
+  /** ioctl VFIO_IOMMU_UNMAP_DMA of `[iova, iova + length)`; returns the bytes unmapped (whole mappings only). */
+  vfioUnmapDma(containerFd: number, iova: bigint, length: number): number;
+  // ---- end VFIO container ----
 }
 
 /** From {@link NativeAddon.vfioGroupGetStatus}. */
@@ -202,6 +225,19 @@ export interface VfioIrqInfo {
   maskable: boolean;
   /** The kernel masks it on delivery (INTx): unmask after servicing. */
   automasked: boolean;
+}
+
+
+/** What {@link NativeAddon.vfioIommuGetInfo} reports (struct vfio_iommu_type1_info and its capabilities). */
+export interface VfioIommuInfo {
+  /** VFIO_IOMMU_INFO_* flags (1: page sizes valid, 2: capability chain present). */
+  flags: number;
+  /** Bitmask of the IOMMU page sizes (bit n set: 2^n bytes); 0n when not reported. */
+  pageSizes: bigint;
+  /** VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE: the usable IOVA ranges (end inclusive); null when the kernel (before 5.4) does not say. */
+  iovaRanges: { start: bigint; end: bigint }[] | null;
+  /** VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL: mappings still allowed by dma_entry_limit; null when not reported (before 5.10). */
+  dmaAvail: number | null;
 }
 
 /** Who is at the other end of a Unix socket, from {@link NativeAddon.peerCredentials}. */

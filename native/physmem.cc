@@ -533,6 +533,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unlockRange", Napi::Function::New(env, UnlockRange, "unlockRange"));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   RegisterVfioDevice(env, exports);
+  RegisterVfioIommu(env, exports);
   return exports;
 }
 
