@@ -162,6 +162,11 @@ export class VfioDevice extends EventEmitter<VfioDeviceEvents> implements Interr
     if (options.container !== undefined && !(options.container instanceof VfioContainer)) throw invalidArgument('options.container must be a VfioContainer');
     const canonical = normalizeBdf(bdf);
     const sysfsRoot = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
+    if (openDevices.has(canonical)) {
+      throw new PhysmemError('EBUSY', `${canonical} is open through VFIO in this process already`, {
+        hint: 'share that VfioDevice: a second one would fight over its interrupts and registers',
+      });
+    }
     const groupOpts = { sysfsRoot, devDir: options.devDir };
     // A group this process has open already: share its fd (VFIO allows one open).
     const group = vfioGroupOf(canonical, groupOpts);
