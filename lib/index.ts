@@ -6,7 +6,8 @@
  * Sub-paths: `physmem/allocator` (the pure range allocator),
  * `physmem/compat` (the original allocator module's C API),
  * `physmem/testing` (FakeDmaDevice for CI), `physmem/pci` (PciDevice and
- * exact-width MMIO over BARs).
+ * exact-width MMIO over BARs), `physmem/vfio` (VfioDevice: a device owned
+ * through VFIO, its interrupts, bindVfio).
  *
  * Backends: fake, devmem, udmabuf, hugepage, and a daemon's pool through
  * `openPool({ service })`. Region locks keep two programs from handing out
@@ -38,3 +39,5 @@ export { ServicePool, ServiceBuffer } from './service/client.js';
 export type { ServicePoolOptions, ServiceAllocOptions, ServiceStats } from './service/client.js';
 export { startServer, ServiceServer } from './service/server.js';
 export type { ServeOptions, ServiceBlock } from './service/server.js';
+export { VfioDevice, VfioContainer, bindVfio } from './vfio/index.js';
+export type { InterruptSource, VfioOpenOptions } from './vfio/index.js';

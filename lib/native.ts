@@ -104,6 +104,52 @@ export interface NativeAddon {
    */
   peerCredentials(fd: number): PeerCredentials;
 
+  // ---- VFIO device side (native/vfio_device.cc; lib/vfio/device.ts, irq.ts) ----
+  /** ioctl VFIO_GROUP_GET_STATUS on an open /dev/vfio/N. */
+  vfioGroupGetStatus(groupFd: number): VfioGroupStatus;
+  /** ioctl VFIO_GROUP_GET_DEVICE_FD for `name` (the bdf, e.g. `0000:00:03.0`). Returns the device fd (O_CLOEXEC). */
+  vfioGroupGetDeviceFd(groupFd: number, name: string): number;
+  /** ioctl VFIO_DEVICE_GET_INFO. */
+  vfioDeviceGetInfo(deviceFd: number): VfioDeviceInfo;
+  /** ioctl VFIO_DEVICE_GET_REGION_INFO with its capability chain (sparse mmap areas, MSI-X mappable). EINVAL for an index the device lacks. */
+  vfioDeviceGetRegionInfo(deviceFd: number, index: number): VfioRegionInfo;
+  /** ioctl VFIO_DEVICE_GET_IRQ_INFO. */
+  vfioDeviceGetIrqInfo(deviceFd: number, index: number): VfioIrqInfo;
+  /** ioctl VFIO_DEVICE_RESET (EINVAL / ENOTTY where the device offers no reset). */
+  vfioDeviceReset(deviceFd: number): void;
+  /** VFIO_DEVICE_SET_IRQS DATA_EVENTFD | ACTION_TRIGGER: vectors `start..start+fds.length-1` signal these eventfds (-1: none). */
+  vfioIrqSetEventfds(deviceFd: number, index: number, start: number, eventfds: readonly number[]): void;
+  /** VFIO_DEVICE_SET_IRQS DATA_NONE | ACTION_TRIGGER, count 0: disable every vector of `index`. */
+  vfioIrqDisable(deviceFd: number, index: number): void;
+  /** VFIO_DEVICE_SET_IRQS DATA_NONE | ACTION_UNMASK for one vector (INTx after each delivery). */
+  vfioIrqUnmask(deviceFd: number, index: number, vector: number): void;
+  /** pread(2) of exactly `width` (1, 2 or 4) bytes at `offset` (< 2^53); one device access of that width. Unsigned. */
+  pread(fd: number, offset: number, width: 1 | 2 | 4): number;
+  /** pwrite(2) of exactly `width` bytes of `value` (unsigned, fits the width) at `offset`. */
+  pwrite(fd: number, offset: number, width: 1 | 2 | 4, value: number): void;
+  /** pread(2) of exactly 8 bytes. */
+  pread64(fd: number, offset: number): bigint;
+  /** pwrite(2) of exactly 8 bytes. */
+  pwrite64(fd: number, offset: number, value: bigint): void;
+  /** eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK, counter 0. Close with {@link NativeAddon.close}. */
+  eventfdCreate(): number;
+  /** Take an eventfd's counter (read(2) of 8 bytes); 0 when nothing is pending. */
+  eventfdRead(fd: number): number;
+  /** Add `value` (>= 1) to an eventfd's counter (write(2)), as the kernel does on an interrupt. */
+  eventfdWrite(fd: number, value: number): void;
+  /**
+   * Watch an eventfd on this environment's libuv loop (uv_poll_t): when it
+   * becomes readable the addon takes the counter and calls `callback(count)`.
+   * The handle starts referenced (keeps the process alive); see
+   * {@link NativeAddon.eventfdWatchRef}. Unwatch before closing the fd. Returns a watch id.
+   */
+  eventfdWatch(fd: number, callback: (count: number) => void): number;
+  /** Stop a watch (the eventfd stays open). EBADF for an unknown id. */
+  eventfdUnwatch(watchId: number): void;
+  /** Reference (true) or unreference (false) the watch's handle: whether it keeps the event loop alive. */
+  eventfdWatchRef(watchId: number, ref: boolean): void;
+  // ---- end VFIO device side ----
+
   // ---- VFIO container and type1 IOMMU (native/vfio_iommu.cc; lib/vfio/container.ts) ----
   /** ioctl VFIO_GET_API_VERSION on a container fd (/dev/vfio/vfio); 0 (VFIO_API_VERSION) on every kernel so far. */
   vfioContainerApiVersion(fd: number): number;
@@ -126,6 +172,61 @@ export interface NativeAddon {
   vfioUnmapDma(containerFd: number, iova: bigint, length: number): number;
   // ---- end VFIO container ----
 }
+
+/** From {@link NativeAddon.vfioGroupGetStatus}. */
+export interface VfioGroupStatus {
+  /** Every device of the group is bound to a VFIO driver or to none. */
+  viable: boolean;
+  /** The group is attached to a container. */
+  containerSet: boolean;
+}
+
+/** From {@link NativeAddon.vfioDeviceGetInfo}. */
+export interface VfioDeviceInfo {
+  /** VFIO_DEVICE_FLAGS_*. */
+  flags: number;
+  numRegions: number;
+  numIrqs: number;
+  /** VFIO_DEVICE_FLAGS_RESET: VFIO_DEVICE_RESET is supported. */
+  reset: boolean;
+  /** A vfio-pci device (region and irq indexes as VFIO_PCI_*_INDEX). */
+  pci: boolean;
+}
+
+/** From {@link NativeAddon.vfioDeviceGetRegionInfo}. */
+export interface VfioRegionInfo {
+  index: number;
+  /** VFIO_REGION_INFO_FLAG_*. */
+  flags: number;
+  readable: boolean;
+  writable: boolean;
+  /** The region (or the areas in `sparse`) may be mmapped. */
+  mmap: boolean;
+  /** Bytes (0: the region is absent, e.g. an unused BAR). */
+  size: number;
+  /** Offset of the region in the device fd (for pread/pwrite/mmap). */
+  offset: number;
+  /** Capability ids found in the chain. */
+  caps: number[];
+  /** VFIO_REGION_INFO_CAP_SPARSE_MMAP: only these areas (offsets within the region) may be mmapped. */
+  sparse: { offset: number; size: number }[] | undefined;
+  /** VFIO_REGION_INFO_CAP_MSIX_MAPPABLE: the MSI-X table may be mmapped too. */
+  msixMappable: boolean;
+}
+
+/** From {@link NativeAddon.vfioDeviceGetIrqInfo}. */
+export interface VfioIrqInfo {
+  index: number;
+  /** VFIO_IRQ_INFO_*. */
+  flags: number;
+  /** Vectors offered (0: none of this kind). */
+  count: number;
+  eventfd: boolean;
+  maskable: boolean;
+  /** The kernel masks it on delivery (INTx): unmask after servicing. */
+  automasked: boolean;
+}
+
 
 /** What {@link NativeAddon.vfioIommuGetInfo} reports (struct vfio_iommu_type1_info and its capabilities). */
 export interface VfioIommuInfo {

@@ -153,6 +153,8 @@ inline void CheckRange(const Napi::CallbackInfo& info, const Mapping* m, uint64_
 // Each further source file adds its functions to the exports object with a
 // Register<Name>(env, exports) declared here and called from Init.
 
+// native/vfio_device.cc: VFIO groups/devices, IRQs, eventfds and their watchers.
+void RegisterVfioDevice(Napi::Env env, Napi::Object exports);
 // native/vfio_iommu.cc: VFIO container and type1 IOMMU ioctls (vfioContainer*, vfioIommu*, vfio{Map,Unmap}Dma, vfioGroupSetContainer).
 void RegisterVfioIommu(Napi::Env env, Napi::Object exports);
 

@@ -10,62 +10,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PciDevice, listPciDevices, normalizeBdf, parseResourceFile, type Mmio } from '../lib/pci/index.js';
+import { IO, MEM, MEM64_PREFETCH, makeSysfs, type FakeDevice } from './helpers/fake-sysfs.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-
-interface FakeDevice {
-  bdf: string;
-  vendor: number;
-  device: number;
-  classCode?: number;
-  /** Lines of the resource file: [start, end, flags]; missing BARs are zeros. */
-  resources?: [bigint, bigint, number][];
-  /** resource<n> files to create, with their sizes. */
-  barFiles?: Record<string, number>;
-  config?: Buffer;
-  enable?: string;
-}
-
-const MEM = 0x40200; // IORESOURCE_MEM | IORESOURCE_SIZEALIGN, as sysfs shows a 32-bit BAR
-const MEM64_PREFETCH = 0x14220c;
-const IO = 0x40101;
-
-function makeSysfs(root: string, devices: FakeDevice[]): void {
-  const dir = path.join(root, 'bus/pci/devices');
-  fs.mkdirSync(dir, { recursive: true });
-  for (const d of devices) {
-    const dd = path.join(dir, d.bdf);
-    fs.mkdirSync(dd);
-    const hex = (n: number, w: number) => '0x' + n.toString(16).padStart(w, '0') + '\n';
-    fs.writeFileSync(path.join(dd, 'vendor'), hex(d.vendor, 4));
-    fs.writeFileSync(path.join(dd, 'device'), hex(d.device, 4));
-    fs.writeFileSync(path.join(dd, 'class'), hex(d.classCode ?? 0xff00, 6));
-    fs.writeFileSync(path.join(dd, 'revision'), hex(0x10, 2));
-    fs.writeFileSync(path.join(dd, 'subsystem_vendor'), hex(0x1af4, 4));
-    fs.writeFileSync(path.join(dd, 'subsystem_device'), hex(0x1100, 4));
-    const lines: string[] = [];
-    const res = d.resources ?? [];
-    for (let i = 0; i < 13; i++) {
-      const [s, e, f] = res[i] ?? [0n, 0n, 0];
-      lines.push(`0x${s.toString(16).padStart(16, '0')} 0x${e.toString(16).padStart(16, '0')} 0x${f.toString(16).padStart(16, '0')}`);
-    }
-    fs.writeFileSync(path.join(dd, 'resource'), lines.join('\n') + '\n');
-    const cfg = d.config ?? Buffer.alloc(256);
-    if (!d.config) {
-      cfg.writeUInt16LE(d.vendor, 0);
-      cfg.writeUInt16LE(d.device, 2);
-      cfg.writeUInt16LE(0x0003, 4); // command: I/O + memory
-      cfg.writeUInt16LE(0x0010, 6); // status: capabilities list
-      cfg.writeUInt32LE(0xfebf1000, 0x10); // BAR0
-    }
-    fs.writeFileSync(path.join(dd, 'config'), cfg);
-    fs.writeFileSync(path.join(dd, 'enable'), d.enable ?? '0\n');
-    for (const [name, size] of Object.entries(d.barFiles ?? {})) {
-      fs.writeFileSync(path.join(dd, name), Buffer.alloc(size));
-      fs.chmodSync(path.join(dd, name), 0o600);
-    }
-  }
-}
 
 const EDU_LIKE: FakeDevice = {
   bdf: '0000:00:05.0',

@@ -3,13 +3,17 @@
  * enabling, bus mastering, and BAR mappings.
  * @module
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readlinkSync, writeFileSync, writeSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { toPhysmemError } from '../native.js';
 import { Mmio } from './mmio.js';
+import { bindDriver, restoreDriver, unbindDriver } from './bind.js';
 import {
   DEFAULT_SYSFS_ROOT,
+  driverOf,
+  iommuGroupOf,
+  type IommuGroup,
   PCI_BAR_COUNT,
   listPciDevices,
   normalizeBdf,
@@ -90,13 +94,15 @@ export class PciDevice implements PciDeviceInfo {
   /** Size of config space in bytes: 256, or 4096 for PCI Express extended config space. */
   readonly configSize: number;
   readonly #configPath: string;
+  readonly #sysfsRoot: string;
   #readFd: number;
   #writeFd = -1;
   readonly #buf = Buffer.alloc(4);
   readonly #mmios = new Set<Mmio>();
 
-  private constructor(dir: string, info: PciDeviceInfo) {
+  private constructor(dir: string, info: PciDeviceInfo, sysfsRoot: string) {
     this.path = dir;
+    this.#sysfsRoot = sysfsRoot;
     this.bdf = info.bdf;
     this.vendor = info.vendor;
     this.device = info.device;
@@ -125,8 +131,9 @@ export class PciDevice implements PciDeviceInfo {
    */
   static open(bdf: string, options: PciOpenOptions = {}): PciDevice {
     const canonical = normalizeBdf(bdf);
-    const dir = join(pciDevicesDir(options.sysfsRoot ?? DEFAULT_SYSFS_ROOT), canonical);
-    return new PciDevice(dir, readDeviceInfo(dir, canonical));
+    const sysfsRoot = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
+    const dir = join(pciDevicesDir(sysfsRoot), canonical);
+    return new PciDevice(dir, readDeviceInfo(dir, canonical), sysfsRoot);
   }
 
   /**
@@ -173,12 +180,36 @@ export class PciDevice implements PciDeviceInfo {
 
   /** Name of the kernel driver bound to the device (`virtio-pci`, `vfio-pci`, ...), or undefined when none is. */
   get driver(): string | undefined {
-    try {
-      // `driver` is a symlink to .../bus/pci/drivers/<name>.
-      return basename(readlinkSync(join(this.path, 'driver')));
-    } catch {
-      return undefined;
-    }
+    return driverOf(this.bdf, this.#sysfsRoot);
+  }
+
+  /** The device's IOMMU group and its type, or undefined when it is in none (no IOMMU on). */
+  get iommuGroup(): IommuGroup | undefined {
+    return iommuGroupOf(this.bdf, this.#sysfsRoot);
+  }
+
+  /**
+   * Release the device from its kernel driver; see {@link unbindDriver}. Needs root.
+   * @returns the driver that was bound, or undefined.
+   */
+  unbindDriver(): string | undefined {
+    if (this.closed) throw this.#closedError('unbindDriver');
+    return unbindDriver(this.bdf, { sysfsRoot: this.#sysfsRoot });
+  }
+
+  /** Bind the device to the driver `name` through `driver_override`; see {@link bindDriver}. Needs root. */
+  bindDriver(name: string): void {
+    if (this.closed) throw this.#closedError('bindDriver');
+    bindDriver(this.bdf, name, { sysfsRoot: this.#sysfsRoot });
+  }
+
+  /**
+   * Give the device back to the kernel's choice of driver; see {@link restoreDriver}. Needs root.
+   * @returns the driver bound afterwards, or undefined.
+   */
+  restoreDriver(): string | undefined {
+    if (this.closed) throw this.#closedError('restoreDriver');
+    return restoreDriver(this.bdf, { sysfsRoot: this.#sysfsRoot });
   }
 
   // ---- config space -------------------------------------------------------

@@ -27,4 +27,7 @@ export {
   IORESOURCE_MEM_64,
   PCI_BAR_COUNT,
 } from './sysfs.js';
-export type { PciResource, PciDeviceInfo, PciFilter } from './sysfs.js';
+export type { PciResource, PciDeviceInfo, PciFilter, IommuGroup, IommuGroupType, IommuState } from './sysfs.js';
+export { driverOf, iommuGroupOf, iommuState, isTranslated } from './sysfs.js';
+export { bindDriver, unbindDriver, restoreDriver } from './bind.js';
+export type { BindOptions } from './bind.js';

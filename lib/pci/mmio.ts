@@ -24,7 +24,18 @@ export interface MmioSource {
   writeCombining: boolean;
   /** Appended to open/mmap errors: what to do. */
   hint: (code: string) => string | undefined;
+  /**
+   * A VFIO region instead of `path`: the BAR is at `offset` of the device
+   * fd `fd` (which the caller keeps open). Only `mmap` areas are mapped;
+   * every other byte (the MSI-X table, a region VFIO will not map) is a
+   * hole reached by one pread/pwrite of the access width inside the same
+   * `readN`/`writeN` call.
+   */
+  vfio?: { fd: number; offset: number; mmap: readonly { offset: number; size: number }[] };
 }
+
+/** Half-open byte ranges of a VFIO BAR served by pread/pwrite: [start0, end0, start1, end1, ...]. */
+type Holes = number[];
 
 /**
  * A mapped memory BAR. Every `readN`/`writeN` is exactly one load or store
@@ -50,15 +61,38 @@ export class Mmio {
   readonly #n: NativeAddon;
   readonly #mapping: Mapping;
   #h: number;
+  // VFIO only: the device fd, the BAR's offset in it, and the holes; null for sysfs BARs.
+  readonly #pio: { fd: number; base: number; holes: Holes } | null = null;
 
   /** @internal Use `PciDevice.mapBar()`. Opens the file O_RDWR | O_SYNC and maps all of it. */
   constructor(src: MmioSource) {
     this.#n = native();
-    const fd = openFile(src.path, true, true, src.hint);
-    try {
-      this.#mapping = Mapping.map(fd, 0n, src.size, true, src.path, src.hint);
-    } finally {
-      closeFile(fd); // the mapping stays valid
+    if (src.vfio !== undefined) {
+      const { fd, offset, mmap } = src.vfio;
+      // Reserve the whole BAR (touching an unmapped byte faults), then map
+      // the areas VFIO allows; the rest is served by pread/pwrite.
+      this.#mapping = Mapping.reserve(Math.max(src.size, 1), true, src.path);
+      const holes: Holes = [];
+      let at = 0;
+      try {
+        for (const a of [...mmap].sort((x, y) => x.offset - y.offset)) {
+          this.#mapping.mapInto(a.offset, fd, BigInt(offset + a.offset), a.size, src.hint);
+          if (a.offset > at) holes.push(at, a.offset);
+          at = a.offset + a.size;
+        }
+      } catch (e) {
+        this.#mapping.close();
+        throw e;
+      }
+      if (at < src.size) holes.push(at, src.size);
+      this.#pio = holes.length === 0 ? null : { fd, base: offset, holes };
+    } else {
+      const fd = openFile(src.path, true, true, src.hint);
+      try {
+        this.#mapping = Mapping.map(fd, 0n, src.size, true, src.path, src.hint);
+      } finally {
+        closeFile(fd); // the mapping stays valid
+      }
     }
     this.#h = this.#mapping.handle;
     this.size = src.size;
@@ -81,6 +115,7 @@ export class Mmio {
    */
   read8(offset: number): number {
     if (this.#h === 0 || offset % 1 !== 0 || !(offset >= 0 && offset <= this.size - 1)) throw this.#bad('read8', offset, 1);
+    if (this.#pio !== null && this.#inHole(offset, 1)) return this.#n.pread(this.#pio.fd, this.#pio.base + offset, 1);
     return this.#n.read8(this.#h, offset);
   }
 
@@ -92,6 +127,7 @@ export class Mmio {
    */
   read16(offset: number): number {
     if (this.#h === 0 || offset % 2 !== 0 || !(offset >= 0 && offset <= this.size - 2)) throw this.#bad('read16', offset, 2);
+    if (this.#pio !== null && this.#inHole(offset, 2)) return this.#n.pread(this.#pio.fd, this.#pio.base + offset, 2);
     return this.#n.read16(this.#h, offset);
   }
 
@@ -103,6 +139,7 @@ export class Mmio {
    */
   read32(offset: number): number {
     if (this.#h === 0 || offset % 4 !== 0 || !(offset >= 0 && offset <= this.size - 4)) throw this.#bad('read32', offset, 4);
+    if (this.#pio !== null && this.#inHole(offset, 4)) return this.#n.pread(this.#pio.fd, this.#pio.base + offset, 4);
     return this.#n.read32(this.#h, offset);
   }
 
@@ -114,6 +151,7 @@ export class Mmio {
    */
   read64(offset: number): bigint {
     if (this.#h === 0 || offset % 8 !== 0 || !(offset >= 0 && offset <= this.size - 8)) throw this.#bad('read64', offset, 8);
+    if (this.#pio !== null && this.#inHole(offset, 8)) return this.#n.pread64(this.#pio.fd, this.#pio.base + offset);
     return this.#n.read64(this.#h, offset);
   }
 
@@ -126,7 +164,8 @@ export class Mmio {
   write8(offset: number, value: number): void {
     if (this.#h === 0 || offset % 1 !== 0 || !(offset >= 0 && offset <= this.size - 1)) throw this.#bad('write8', offset, 1);
     if (value !== (value & 0xff) && value !== (value << 24) >> 24) throw badValue('write8', value, '[-128, 255]');
-    this.#n.write8(this.#h, offset, value & 0xff);
+    if (this.#pio !== null && this.#inHole(offset, 1)) this.#n.pwrite(this.#pio.fd, this.#pio.base + offset, 1, value & 0xff);
+    else this.#n.write8(this.#h, offset, value & 0xff);
   }
 
   /**
@@ -138,7 +177,8 @@ export class Mmio {
   write16(offset: number, value: number): void {
     if (this.#h === 0 || offset % 2 !== 0 || !(offset >= 0 && offset <= this.size - 2)) throw this.#bad('write16', offset, 2);
     if (value !== (value & 0xffff) && value !== (value << 16) >> 16) throw badValue('write16', value, '[-32768, 65535]');
-    this.#n.write16(this.#h, offset, value & 0xffff);
+    if (this.#pio !== null && this.#inHole(offset, 2)) this.#n.pwrite(this.#pio.fd, this.#pio.base + offset, 2, value & 0xffff);
+    else this.#n.write16(this.#h, offset, value & 0xffff);
   }
 
   /**
@@ -151,7 +191,8 @@ export class Mmio {
   write32(offset: number, value: number): void {
     if (this.#h === 0 || offset % 4 !== 0 || !(offset >= 0 && offset <= this.size - 4)) throw this.#bad('write32', offset, 4);
     if (value !== value >>> 0 && value !== (value | 0)) throw badValue('write32', value, '[-2^31, 2^32)');
-    this.#n.write32(this.#h, offset, value >>> 0);
+    if (this.#pio !== null && this.#inHole(offset, 4)) this.#n.pwrite(this.#pio.fd, this.#pio.base + offset, 4, value >>> 0);
+    else this.#n.write32(this.#h, offset, value >>> 0);
   }
 
   /**
@@ -163,7 +204,9 @@ export class Mmio {
   write64(offset: number, value: bigint): void {
     if (this.#h === 0 || offset % 8 !== 0 || !(offset >= 0 && offset <= this.size - 8)) throw this.#bad('write64', offset, 8);
     if (typeof value !== 'bigint' || value > MAX_U64 || value < MIN_I64) throw badValue('write64', value, 'a bigint in [-2^63, 2^64)');
-    this.#n.write64(this.#h, offset, value < 0n ? BigInt.asUintN(64, value) : value);
+    const v = value < 0n ? BigInt.asUintN(64, value) : value;
+    if (this.#pio !== null && this.#inHole(offset, 8)) this.#n.pwrite64(this.#pio.fd, this.#pio.base + offset, v);
+    else this.#n.write64(this.#h, offset, v);
   }
 
   /** Unmap the BAR; later accesses throw EBADF. Idempotent. */
@@ -176,6 +219,13 @@ export class Mmio {
   /** Alias of {@link Mmio.close}. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  // An access is wholly inside a hole or wholly mapped: VFIO's areas and holes are page-aligned.
+  #inHole(offset: number, width: number): boolean {
+    const h = this.#pio!.holes;
+    for (let i = 0; i < h.length; i += 2) if (offset < h[i + 1]! && offset + width > h[i]!) return true;
+    return false;
   }
 
   // Off the hot path: say exactly what is wrong with an access.

@@ -4,8 +4,8 @@
  * parsing plus plain file reads, so it runs against a fake tree in tests.
  * @module
  */
-import { readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { toPhysmemError } from '../native.js';
 
@@ -188,4 +188,122 @@ export function listPciDevices(filter: PciFilter = {}): PciDeviceInfo[] {
     out.push(info);
   }
   return out;
+}
+
+// ---- drivers and IOMMU groups ------------------------------------------------
+
+/** The sysfs directory of the device at `bdf` (validated; nothing is read). */
+export function pciDeviceDir(bdf: string, sysfsRoot: string = DEFAULT_SYSFS_ROOT): string {
+  return join(pciDevicesDir(sysfsRoot), normalizeBdf(bdf));
+}
+
+/**
+ * Name of the kernel driver bound to the device at `bdf` (`nvme`, `vfio-pci`,
+ * ...), or undefined when none is. Reads the `driver` symlink.
+ * @throws {PhysmemError} EINVAL for a bad address.
+ */
+export function driverOf(bdf: string, sysfsRoot: string = DEFAULT_SYSFS_ROOT): string | undefined {
+  try {
+    return basename(readlinkSync(join(pciDeviceDir(bdf, sysfsRoot), 'driver')));
+  } catch (e) {
+    if (e instanceof PhysmemError) throw e;
+    return undefined;
+  }
+}
+
+/**
+ * How an IOMMU group treats DMA (`/sys/kernel/iommu_groups/<n>/type`):
+ * `identity` (bus address = physical address), `DMA` / `DMA-FQ` (translated:
+ * the device sees IOVAs the kernel's DMA API hands out), `blocked`, or
+ * `unmanaged` (owned by a userspace driver through VFIO).
+ */
+export type IommuGroupType = 'identity' | 'DMA' | 'DMA-FQ' | 'blocked' | 'unmanaged' | 'unknown';
+
+/** The IOMMU group of a device. */
+export interface IommuGroup {
+  /** Group number (the `N` of `/sys/kernel/iommu_groups/N` and `/dev/vfio/N`). */
+  readonly group: number;
+  /** How the group translates DMA; `'unknown'` when the kernel has no `type` file (before Linux 5.4) or shows something new. */
+  readonly type: IommuGroupType;
+}
+
+const GROUP_TYPES: readonly string[] = ['identity', 'DMA', 'DMA-FQ', 'blocked', 'unmanaged'];
+
+/** True for group types where the device's bus addresses are IOVAs, not physical addresses. */
+export function isTranslated(type: IommuGroupType | undefined): boolean {
+  return type === 'DMA' || type === 'DMA-FQ';
+}
+
+function readGroupType(sysfsRoot: string, group: number): IommuGroupType {
+  try {
+    const t = readFileSync(join(sysfsRoot, 'kernel', 'iommu_groups', String(group), 'type'), 'utf8').trim();
+    return (GROUP_TYPES.includes(t) ? t : 'unknown') as IommuGroupType;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * The IOMMU group of the device at `bdf`, or undefined when the device is in
+ * none (no IOMMU, or the IOMMU is off: bus address = physical address).
+ * @throws {PhysmemError} EINVAL for a bad address.
+ */
+export function iommuGroupOf(bdf: string, sysfsRoot: string = DEFAULT_SYSFS_ROOT): IommuGroup | undefined {
+  let target: string;
+  try {
+    target = readlinkSync(join(pciDeviceDir(bdf, sysfsRoot), 'iommu_group'));
+  } catch (e) {
+    if (e instanceof PhysmemError) throw e;
+    return undefined;
+  }
+  const group = Number.parseInt(basename(target), 10);
+  if (!Number.isInteger(group)) return undefined;
+  return { group, type: readGroupType(sysfsRoot, group) };
+}
+
+/** The machine's IOMMU state, from `/sys/kernel/iommu_groups` and `/sys/class/iommu`. */
+export interface IommuState {
+  /** True when the kernel has any IOMMU group at all (an IOMMU is on). */
+  readonly enabled: boolean;
+  /** IOMMU units the kernel registered (`dmar0`, `ivhd0`, ...). */
+  readonly units: readonly string[];
+  /** Number of IOMMU groups. */
+  readonly groups: number;
+  /** How many groups have each type, e.g. `{ 'DMA-FQ': 5, unmanaged: 1 }`. */
+  readonly types: Readonly<Partial<Record<IommuGroupType, number>>>;
+  /** True when any group translates DMA (type DMA or DMA-FQ): devices there cannot use physical addresses. */
+  readonly translating: boolean;
+  /** The default domain type, when every non-VFIO group shares one (`identity` after `iommu=pt`). */
+  readonly defaultType: IommuGroupType | undefined;
+}
+
+function listDir(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Whether the machine has an IOMMU on and whether it translates. Needs no
+ * privileges; a missing directory reads as "no IOMMU".
+ */
+export function iommuState(sysfsRoot: string = DEFAULT_SYSFS_ROOT): IommuState {
+  const groupNames = listDir(join(sysfsRoot, 'kernel', 'iommu_groups')).filter((n) => /^\d+$/.test(n));
+  const types: Partial<Record<IommuGroupType, number>> = {};
+  for (const n of groupNames) {
+    const t = readGroupType(sysfsRoot, Number(n));
+    types[t] = (types[t] ?? 0) + 1;
+  }
+  // Groups VFIO owns (unmanaged) or with nothing attached say nothing about the default.
+  const managed = Object.keys(types).filter((t) => t !== 'unmanaged' && t !== 'blocked' && t !== 'unknown') as IommuGroupType[];
+  return {
+    enabled: groupNames.length > 0,
+    units: listDir(join(sysfsRoot, 'class', 'iommu')).sort(),
+    groups: groupNames.length,
+    types,
+    translating: ((types.DMA ?? 0) > 0 || (types['DMA-FQ'] ?? 0) > 0),
+    defaultType: managed.length === 1 ? managed[0] : undefined,
+  };
 }
