@@ -9,6 +9,10 @@
  * exact-width MMIO over BARs), `physmem/vfio` (VfioDevice: a device owned
  * through VFIO, its interrupts, bindVfio).
  *
+ * Driver helpers here too: memory barriers with Linux's names (`mb`, `rmb`,
+ * `wmb`, `dmaRmb`, `dmaWmb`, `wcFlush`; docs/ordering.md) and `pollUntil` /
+ * `pollUntilAsync` (wait for a device with a deadline).
+ *
  * Backends: fake, devmem, udmabuf, hugepage, and a daemon's pool through
  * `openPool({ service })`. Region locks keep two programs from handing out
  * the same memory.
@@ -30,6 +34,9 @@ export type { SubPoolOptions, SubPoolLayout } from './subpool.js';
 export type { BackendName } from './backends/types.js';
 export { FAKE_DEFAULT_PHYS_BASE, FAKE_DEFAULT_SIZE } from './backends/fake.js';
 export { PhysmemError } from './errors.js';
+export { mb, rmb, wmb, dmaRmb, dmaWmb, wcFlush, barrierArch } from './ordering.js';
+export { pollUntil, pollUntilAsync } from './poll.js';
+export type { PollOptions } from './poll.js';
 export type { PhysmemErrorFields } from './errors.js';
 export type { HugepagePoolOptions, VfioPoolOptions } from './open.js';
 export type { VfioPoolTarget } from './backends/vfio.js';

@@ -43,22 +43,56 @@ export interface NativeAddon {
   attachedCount(handle: number): number;
   /** The mapping's virtual address (for /proc/self/pagemap). */
   mappingAddress(handle: number): bigint;
-  /** One volatile 8-bit load at `offset`. */
+  // ---- exact-width MMIO access (physmem.cc) and barriers (barrier.cc) ----
+  // The plain names are Linux's readl/writel: an I/O read barrier after the
+  // load, an I/O write barrier before the store, inside the same call. The
+  // *Relaxed ones are readl_relaxed/writel_relaxed: the access alone.
+  /** One volatile 8-bit load at `offset`, then a read barrier (readb). */
   read8(handle: number, offset: number): number;
-  /** One volatile 16-bit load at `offset` (2-byte aligned). */
+  /** One volatile 16-bit load at `offset` (2-byte aligned), then a read barrier (readw). */
   read16(handle: number, offset: number): number;
-  /** One volatile 32-bit load at `offset` (4-byte aligned); unsigned. */
+  /** One volatile 32-bit load at `offset` (4-byte aligned), then a read barrier (readl); unsigned. */
   read32(handle: number, offset: number): number;
-  /** One volatile 64-bit load at `offset` (8-byte aligned). */
+  /** One volatile 64-bit load at `offset` (8-byte aligned), then a read barrier (readq). */
   read64(handle: number, offset: number): bigint;
-  /** One volatile 8-bit store. */
+  /** A write barrier, then one volatile 8-bit store (writeb). */
   write8(handle: number, offset: number, value: number): void;
-  /** One volatile 16-bit store. */
+  /** A write barrier, then one volatile 16-bit store (writew). */
   write16(handle: number, offset: number, value: number): void;
-  /** One volatile 32-bit store. */
+  /** A write barrier, then one volatile 32-bit store (writel). */
   write32(handle: number, offset: number, value: number): void;
-  /** One volatile 64-bit store. */
+  /** A write barrier, then one volatile 64-bit store (writeq). */
   write64(handle: number, offset: number, value: bigint): void;
+  /** One volatile 8-bit load, no barrier (readb_relaxed). */
+  read8Relaxed(handle: number, offset: number): number;
+  /** One volatile 16-bit load, no barrier (readw_relaxed). */
+  read16Relaxed(handle: number, offset: number): number;
+  /** One volatile 32-bit load, no barrier (readl_relaxed); unsigned. */
+  read32Relaxed(handle: number, offset: number): number;
+  /** One volatile 64-bit load, no barrier (readq_relaxed). */
+  read64Relaxed(handle: number, offset: number): bigint;
+  /** One volatile 8-bit store, no barrier (writeb_relaxed). */
+  write8Relaxed(handle: number, offset: number, value: number): void;
+  /** One volatile 16-bit store, no barrier (writew_relaxed). */
+  write16Relaxed(handle: number, offset: number, value: number): void;
+  /** One volatile 32-bit store, no barrier (writel_relaxed). */
+  write32Relaxed(handle: number, offset: number, value: number): void;
+  /** One volatile 64-bit store, no barrier (writeq_relaxed). */
+  write64Relaxed(handle: number, offset: number, value: bigint): void;
+  /** Full barrier, Linux's mb(): x86 mfence, arm64 dsb sy. */
+  mb(): void;
+  /** Read barrier, Linux's rmb(): x86 lfence, arm64 dsb ld. */
+  rmb(): void;
+  /** Write barrier, Linux's wmb(): x86 sfence, arm64 dsb st. */
+  wmb(): void;
+  /** Read barrier for coherent DMA memory, Linux's dma_rmb(): x86 compiler-only, arm64 dmb oshld. */
+  dmaRmb(): void;
+  /** Write barrier for coherent DMA memory, Linux's dma_wmb(): x86 compiler-only, arm64 dmb oshst. */
+  dmaWmb(): void;
+  /** Drain write-combining buffers: x86 sfence, arm64 dsb st. */
+  wcFlush(): void;
+  /** Which barrier set the addon was built with: `'x86-64'`, `'arm64'`, or `'generic'` (full fences everywhere). */
+  barrierArch(): string;
   /** The system page size in bytes. */
   pageSize(): number;
   /**

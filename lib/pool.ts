@@ -9,6 +9,7 @@ import { RangeAllocator } from './allocator/index.js';
 import type { Backend, BackendName, SyncDirectionCode } from './backends/types.js';
 import { toAddressNumber } from './backends/fake.js';
 import { createSubPool, type SubPool, type SubPoolOptions } from './subpool.js';
+import { addressAt } from './address.js';
 
 /** Options of {@link Pool.alloc}. Addresses accept bigints or numbers. */
 export interface AllocOptions {
@@ -156,6 +157,31 @@ export class DmaBuffer {
   /** True once freed (by `free()`, `pool.free()` or `pool.close()`). */
   get freed(): boolean {
     return this.bytes.byteLength === 0;
+  }
+
+  /**
+   * The bus address of byte `offset` of the buffer, for a descriptor field or
+   * a DMA register: `buf.busAt(512)` where `buf.bus + 512` would throw (bigint
+   * plus number).
+   * @param offset - an integer in [0, size).
+   * @returns `bus + offset`, a bigint.
+   * @throws {PhysmemError} EINVAL (not an integer, or the buffer was freed), ERANGE (outside the buffer).
+   * @example
+   * desc.setBigUint64(0, rx.busAt(i * 2048), true); // the i-th 2 KiB slot
+   */
+  busAt(offset: number): bigint {
+    return addressAt('busAt', this.bus, this.size, offset, this.bytes.byteLength === 0);
+  }
+
+  /**
+   * The physical address of byte `offset` of the buffer (the CPU's view; give
+   * devices {@link DmaBuffer.busAt}).
+   * @param offset - an integer in [0, size).
+   * @returns `phys + offset`, a bigint.
+   * @throws {PhysmemError} EINVAL (not an integer, or the buffer was freed), ERANGE (outside the buffer).
+   */
+  physAt(offset: number): bigint {
+    return addressAt('physAt', this.phys, this.size, offset, this.bytes.byteLength === 0);
   }
 
   /**

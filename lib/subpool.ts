@@ -10,6 +10,7 @@
  * `free()`. Closing the sub-pool frees its memory, which detaches every view.
  * @module
  */
+import { addressAt } from './address.js';
 import { PhysmemError, invalidArgument } from './errors.js';
 import type { DmaBuffer, Pool, SyncDirection } from './pool.js';
 
@@ -120,6 +121,23 @@ export class SubPoolBlock {
   /** True while the block is allocated (false after free and once the sub-pool is closed). */
   get allocated(): boolean {
     return this.#sub.isAllocated(this);
+  }
+
+  /**
+   * The bus address of byte `offset` of the block (see DmaBuffer.busAt).
+   * @param offset - an integer in [0, blockSize).
+   * @throws {PhysmemError} EINVAL (not an integer, or the block is not allocated), ERANGE (outside the block).
+   */
+  busAt(offset: number): bigint {
+    return addressAt('busAt', this.bus, this.#sub.blockSize, offset, !this.allocated);
+  }
+
+  /**
+   * The physical address of byte `offset` of the block (see DmaBuffer.physAt).
+   * @throws {PhysmemError} as {@link SubPoolBlock.busAt}.
+   */
+  physAt(offset: number): bigint {
+    return addressAt('physAt', this.phys, this.#sub.blockSize, offset, !this.allocated);
   }
 
   /** Return the block to its sub-pool. @throws {PhysmemError} EINVAL if not allocated; EBADF after close. */

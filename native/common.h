@@ -152,6 +152,7 @@ inline void CheckRange(const Napi::CallbackInfo& info, const Mapping* m, uint64_
 
 // Each further source file adds its functions to the exports object with a
 // Register<Name>(env, exports) declared here and called from Init.
+void RegisterBarrier(Napi::Env env, Napi::Object exports);  // barrier.cc
 
 // native/vfio_device.cc: VFIO groups/devices, IRQs, eventfds and their watchers.
 void RegisterVfioDevice(Napi::Env env, Napi::Object exports);

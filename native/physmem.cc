@@ -12,6 +12,7 @@
 
 #include <napi.h>
 
+#include "barrier.h"
 #include "common.h"
 
 #include <errno.h>
@@ -227,29 +228,57 @@ volatile T* At(const Napi::CallbackInfo& info, bool forWrite) {
   return reinterpret_cast<volatile T*>(m->base + offset);
 }
 
-template <typename T>
+// Ordering of an MMIO access, as Linux's accessors: kOrdered is writel/readl
+// (a write barrier before the store: prior stores to DMA memory
+// reach memory before the device sees the store; a read barrier after the
+// load: later reads of DMA memory are not satisfied before it), kRelaxed is
+// writel_relaxed/readl_relaxed (ordered only against other MMIO accesses to
+// the same device). The fence is inside this one call: no second call into
+// the addon per access.
+enum class Order { kRelaxed, kOrdered };
+
+template <typename T, Order O>
 Napi::Value ReadN(const Napi::CallbackInfo& info) {
   T v = *At<T>(info, false);
+  if (O == Order::kOrdered) IoRmb();
   return Napi::Number::New(info.Env(), static_cast<double>(v));
 }
 
-template <typename T>
+template <typename T, Order O>
 Napi::Value WriteN(const Napi::CallbackInfo& info) {
   volatile T* p = At<T>(info, true);
   uint64_t v = ArgUint(info, 2, "value", static_cast<T>(~static_cast<T>(0)));
+  if (O == Order::kOrdered) IoWmb();
   *p = static_cast<T>(v);
   return info.Env().Undefined();
 }
 
+template <Order O>
 Napi::Value Read64(const Napi::CallbackInfo& info) {
   uint64_t v = *At<uint64_t>(info, false);
+  if (O == Order::kOrdered) IoRmb();
   return Napi::BigInt::New(info.Env(), v);
 }
 
+template <Order O>
 Napi::Value Write64(const Napi::CallbackInfo& info) {
   volatile uint64_t* p = At<uint64_t>(info, true);
-  *p = ArgBigUint(info, 2, "value");
+  uint64_t v = ArgBigUint(info, 2, "value");
+  if (O == Order::kOrdered) IoWmb();
+  *p = v;
   return info.Env().Undefined();
+}
+
+template <Order O>
+void RegisterAccess(Napi::Env env, Napi::Object exports, const std::string& suffix) {
+  const std::pair<const char*, Napi::Value (*)(const Napi::CallbackInfo&)> fns[] = {
+      {"read8", ReadN<uint8_t, O>},   {"read16", ReadN<uint16_t, O>},   {"read32", ReadN<uint32_t, O>},   {"read64", Read64<O>},
+      {"write8", WriteN<uint8_t, O>}, {"write16", WriteN<uint16_t, O>}, {"write32", WriteN<uint32_t, O>}, {"write64", Write64<O>},
+  };
+  for (const auto& f : fns) {
+    std::string name = std::string(f.first) + suffix;
+    exports.Set(name, Napi::Function::New(env, f.second, name));
+  }
 }
 
 Napi::Value PageSize(const Napi::CallbackInfo& info) {
@@ -516,14 +545,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
   exports.Set("attachedCount", Napi::Function::New(env, AttachedCount, "attachedCount"));
   exports.Set("mappingAddress", Napi::Function::New(env, MappingAddress, "mappingAddress"));
-  exports.Set("read8", Napi::Function::New(env, ReadN<uint8_t>, "read8"));
-  exports.Set("read16", Napi::Function::New(env, ReadN<uint16_t>, "read16"));
-  exports.Set("read32", Napi::Function::New(env, ReadN<uint32_t>, "read32"));
-  exports.Set("read64", Napi::Function::New(env, Read64, "read64"));
-  exports.Set("write8", Napi::Function::New(env, WriteN<uint8_t>, "write8"));
-  exports.Set("write16", Napi::Function::New(env, WriteN<uint16_t>, "write16"));
-  exports.Set("write32", Napi::Function::New(env, WriteN<uint32_t>, "write32"));
-  exports.Set("write64", Napi::Function::New(env, Write64, "write64"));
+  // MMIO accessors: "read32" is readl, "read32Relaxed" readl_relaxed, and so on.
+  RegisterAccess<Order::kOrdered>(env, exports, "");
+  RegisterAccess<Order::kRelaxed>(env, exports, "Relaxed");
   exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));
   exports.Set("memfdCreateHuge", Napi::Function::New(env, MemfdCreateHuge, "memfdCreateHuge"));
   exports.Set("mlock", Napi::Function::New(env, Mlock, "mlock"));
@@ -534,6 +558,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   RegisterVfioDevice(env, exports);
   RegisterVfioIommu(env, exports);
+  RegisterBarrier(env, exports);
   return exports;
 }
 

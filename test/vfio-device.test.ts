@@ -262,7 +262,7 @@ describe.skipIf(skipNative)('Mmio over a VFIO region: mmapped areas and pread/pw
   });
 
   function region(mmap: { offset: number; size: number }[]): Mmio {
-    return new Mmio({ path: 'fake region', size: 4 * page, bar: 2, phys: 0xfe000000n, writeCombining: false, hint: () => undefined, vfio: { fd, offset: base, mmap } });
+    return new Mmio({ kind: 'vfio', path: 'fake region', size: 4 * page, bar: 2, phys: 0xfe000000n, fd, offset: base, mmap });
   }
 
   it('accesses in mapped areas and in the holes (sparse mmap, MSI-X table) all reach the region at the right offset', () => {

@@ -8,6 +8,7 @@
  * daemon returns (so it needs permission to open that file; see docs/service.md).
  * @module
  */
+import { addressAt } from '../address.js';
 import { connect, type Socket } from 'node:net';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { closeFile, openFile } from '../mapping.js';
@@ -189,6 +190,23 @@ export class ServiceBuffer {
   /** True once freed. */
   get freed(): boolean {
     return this.bytes.byteLength === 0;
+  }
+
+  /**
+   * The bus address of byte `offset` of the buffer (see DmaBuffer.busAt).
+   * @param offset - an integer in [0, size).
+   * @throws {PhysmemError} EINVAL (not an integer, or freed), ERANGE (outside the buffer).
+   */
+  busAt(offset: number): bigint {
+    return addressAt('busAt', this.bus, this.size, offset, this.bytes.byteLength === 0);
+  }
+
+  /**
+   * The physical address of byte `offset` of the buffer (see DmaBuffer.physAt).
+   * @throws {PhysmemError} as {@link ServiceBuffer.busAt}.
+   */
+  physAt(offset: number): bigint {
+    return addressAt('physAt', this.phys, this.size, offset, this.bytes.byteLength === 0);
   }
 
   /**

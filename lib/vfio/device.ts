@@ -305,15 +305,7 @@ export class VfioDevice extends EventEmitter<VfioDeviceEvents> implements Interr
     }
     const mmap = !r.mmap ? [] : r.sparse ?? [{ offset: 0, size: r.size }];
     const label = `${this.groupPath} (${this.bdf} BAR ${n})`;
-    const mmio = new Mmio({
-      path: label,
-      size: r.size,
-      bar: n,
-      phys: this.#barAddress(n),
-      writeCombining: false,
-      hint: () => undefined,
-      vfio: { fd, offset: r.offset, mmap },
-    });
+    const mmio = new Mmio({ kind: 'vfio', path: label, size: r.size, bar: n, phys: this.#barAddress(n), fd, offset: r.offset, mmap });
     this.#mmios.add(mmio);
     return mmio;
   }
