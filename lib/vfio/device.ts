@@ -11,6 +11,8 @@ import { PhysmemError, invalidArgument } from '../errors.js';
 import { closeFile } from '../mapping.js';
 import { native, toPhysmemError, type VfioDeviceInfo, type VfioIrqInfo, type VfioRegionInfo } from '../native.js';
 import { Mmio } from '../pci/mmio.js';
+import { openPoolSync, type VfioPoolOptions } from '../open.js';
+import type { Pool } from '../pool.js';
 import { DEFAULT_SYSFS_ROOT, PCI_BAR_COUNT, normalizeBdf, parseResourceFile, pciDeviceDir } from '../pci/sysfs.js';
 import { VfioContainer } from './container.js';
 import { openVfioGroup, vfioGroupOf, type VfioGroupInfo } from './group.js';
@@ -377,6 +379,21 @@ export class VfioDevice extends EventEmitter<VfioDeviceEvents> implements Interr
   /** Stop interrupt delivery (VFIO_DEVICE_SET_IRQS with no eventfds); pending waits reject with EBADF. Idempotent. */
   disableInterrupts(): void {
     this.#irq.disable();
+  }
+
+  // ---- memory -----------------------------------------------------------------
+
+  /**
+   * A pool of DMA memory mapped into this device's container:
+   * `openPoolSync({ ...options, backend: 'vfio', device: this })`. `buf.bus`
+   * is the IOVA to give the device; every device of the container reaches it.
+   * Closed with the container (so with the device when it owns one).
+   * @param options - size (default 4 MiB), pageSize (system page or a huge page size), iova, and the common pool options.
+   * @throws {PhysmemError} as openPoolSync for the vfio backend: ENOMEM (RLIMIT_MEMLOCK), ENOSPC, ERANGE; EBADF.
+   */
+  openPool(options: Omit<VfioPoolOptions, 'backend' | 'device'> = {}): Pool {
+    void this.fd; // EBADF once closed
+    return openPoolSync({ ...options, backend: 'vfio', device: this });
   }
 
   // ---- lifetime ---------------------------------------------------------------

@@ -436,3 +436,24 @@ describeIommu('a non-root user with access to /dev/vfio/<group>', () => {
     expect(res, r.err).toEqual({ ok: true, uid: 65534, count: 1, fact: 720, same: true });
   });
 });
+
+describeIommu('examples/edu --vfio: the example driver on a vfio pool, by interrupts', () => {
+  beforeAll(() => {
+    bindVfio(edus()[0]!);
+  });
+
+  it.each(['msi', 'intx'] as const)('mainVfio(%s): factorial and a DMA round trip completed by interrupts', async (type) => {
+    const { mainVfio } = await import('../../examples/edu/vfio.js');
+    const lines: string[] = [];
+    await mainVfio(type, undefined, (l) => lines.push(l));
+    expect(lines[0]).toContain(`interrupts: ${type}`);
+    expect(lines).toContain('factorial(10) = 3628800 (by interrupt)');
+    expect(lines.at(-1)).toMatch(/^DMA by interrupt: 2048 random bytes IOVA 0x[0-9a-f]+ -> edu -> IOVA 0x[0-9a-f]+: identical$/);
+  });
+
+  it('runs as a program (node dist/examples/edu/main.js --vfio intx) and exits 0', () => {
+    const r = spawnSync(process.execPath, [path.join(REPO, 'dist/examples/edu/main.js'), '--vfio', 'intx'], { encoding: 'utf8', timeout: 120_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('identical');
+  });
+});
