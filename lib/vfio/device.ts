@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { closeFile } from '../mapping.js';
 import { native, toPhysmemError, type VfioDeviceInfo, type VfioIrqInfo, type VfioRegionInfo } from '../native.js';
+import { PCI_COMMAND, PCI_COMMAND_MASTER } from '../pci/device.js';
 import { Mmio } from '../pci/mmio.js';
 import { openPoolSync, type VfioPoolOptions } from '../open.js';
 import type { Pool } from '../pool.js';
@@ -27,10 +28,6 @@ import {
 
 /** VFIO_PCI_CONFIG_REGION_INDEX. */
 export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
-/** Config-space offset of the command register. */
-const PCI_COMMAND = 0x04;
-/** Command register: bus master enable. */
-const PCI_COMMAND_MASTER = 0x4;
 
 /** Options of {@link VfioDevice.open}. */
 export interface VfioOpenOptions {
@@ -371,7 +368,10 @@ export class VfioDevice extends EventEmitter<VfioDeviceEvents> implements Interr
     return this.#irq.wait(vector, options);
   }
 
-  /** The interrupts of `vector` as counts; ends when interrupts are disabled, the device closes, or `signal` aborts. */
+  /**
+   * The interrupts of `vector` as counts; ends when interrupts are disabled, the device closes, or `signal` aborts.
+   * @throws {PhysmemError} EBADF (interrupts not enabled, or closed), EINVAL (no such vector).
+   */
   interrupts(vector: number, options?: { signal?: AbortSignal }): AsyncIterableIterator<number> {
     return this.#irq.iterate(vector, options);
   }

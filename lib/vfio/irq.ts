@@ -60,6 +60,27 @@ export interface InterruptSource {
   disableInterrupts(): void;
 }
 
+/**
+ * The async iterator of {@link InterruptSource.interrupts} on top of a
+ * `waitInterrupt`: each step waits for the next delivery (so INTx is
+ * unmasked only when the consumer asks for more); ends on EBADF (disabled,
+ * closed) or ECANCELED (the signal). For implementers of InterruptSource.
+ */
+export async function* interruptIterator(
+  wait: (vector: number, options: WaitInterruptOptions) => Promise<number>,
+  vector: number,
+  options: { signal?: AbortSignal } = {},
+): AsyncGenerator<number, void, undefined> {
+  for (;;) {
+    try {
+      yield await wait(vector, { signal: options.signal });
+    } catch (e) {
+      if (e instanceof PhysmemError && (e.code === 'EBADF' || e.code === 'ECANCELED')) return;
+      throw e;
+    }
+  }
+}
+
 // ---- the VFIO implementation ------------------------------------------------
 
 /** VFIO_PCI_*_IRQ_INDEX for each interrupt type. */
@@ -219,16 +240,9 @@ export class VfioInterrupts {
     });
   }
 
-  async *iterate(vector: number, options: { signal?: AbortSignal } = {}): AsyncGenerator<number, void, undefined> {
+  iterate(vector: number, options: { signal?: AbortSignal } = {}): AsyncGenerator<number, void, undefined> {
     this.#vector(vector, 'interrupts');
-    for (;;) {
-      try {
-        yield await this.wait(vector, { signal: options.signal });
-      } catch (e) {
-        if (e instanceof PhysmemError && (e.code === 'EBADF' || e.code === 'ECANCELED')) return;
-        throw e;
-      }
-    }
+    return interruptIterator((v, o) => this.wait(v, o), vector, options);
   }
 
   #deliver(vector: number, count: number): void {
