@@ -1,24 +1,14 @@
 // Guest-side helpers for the VFIO tests (config `iommu`): bind the edu
-// devices to vfio-pci, open one on a container, drive its DMA engine, read
-// the kernel log. Runs as root inside the QEMU guest only.
-//
-// Devices are opened with vfio-dev's VfioDevice (lib/vfio/device.ts) when it
-// is there; until then with the group fd alone (its IOMMU domain is the
-// container's as soon as the group is attached) and the registers and
-// command register through sysfs. Only `openEdu` knows which.
+// devices to vfio-pci, drive edu's DMA engine through any register window,
+// read the hardware command register and the kernel log. Guest only (root).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { EDU_BUFFER, EDU_DEVICE, EDU_MAX_END, EDU_VENDOR } from '../../examples/edu/edu.js';
-import { closeFile, openFile } from '../../lib/mapping.js';
-import { PciDevice } from '../../lib/pci/index.js';
-import type { VfioContainer } from '../../lib/vfio/container.js';
+import { bindVfio } from '../../lib/vfio/index.js';
 
 export { EDU_BUFFER, EDU_MAX_END };
 
 const PCI = '/sys/bus/pci';
-const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 /** An edu device bound to vfio-pci. */
 export interface VfioEduInfo {
@@ -29,53 +19,27 @@ export interface VfioEduInfo {
   groupType: string;
 }
 
-function edus(): string[] {
+/** Bind every edu device (1234:11e8) to vfio-pci (bindVfio: idempotent). Returns them in bdf order. */
+export function bindEdusToVfio(): VfioEduInfo[] {
+  const rd = (bdf: string, f: string) => parseInt(fs.readFileSync(`${PCI}/devices/${bdf}/${f}`, 'utf8'), 16);
   return fs
     .readdirSync(`${PCI}/devices`)
-    .filter((bdf) => {
-      const rd = (f: string) => parseInt(fs.readFileSync(`${PCI}/devices/${bdf}/${f}`, 'utf8'), 16);
-      return rd('vendor') === EDU_VENDOR && rd('device') === EDU_DEVICE;
-    })
-    .sort();
+    .filter((bdf) => rd(bdf, 'vendor') === EDU_VENDOR && rd(bdf, 'device') === EDU_DEVICE)
+    .sort()
+    .map((bdf) => {
+      const { group } = bindVfio(bdf);
+      return { bdf, group, groupType: fs.readFileSync(`/sys/kernel/iommu_groups/${group}/type`, 'utf8').trim() };
+    });
 }
 
-/**
- * Bind every edu device to vfio-pci (driver_override + drivers_probe, after
- * unbinding any other driver). Idempotent. Returns them in bdf order.
- */
-export function bindEdusToVfio(): VfioEduInfo[] {
-  return edus().map((bdf) => {
-    const dev = `${PCI}/devices/${bdf}`;
-    const driver = fs.existsSync(`${dev}/driver`) ? path.basename(fs.readlinkSync(`${dev}/driver`)) : undefined;
-    if (driver !== 'vfio-pci') {
-      if (driver !== undefined) fs.writeFileSync(`${dev}/driver/unbind`, bdf);
-      fs.writeFileSync(`${dev}/driver_override`, 'vfio-pci');
-      fs.writeFileSync(`${PCI}/drivers_probe`, bdf);
-    }
-    const groupLink = fs.readlinkSync(`${dev}/iommu_group`);
-    const group = Number(path.basename(groupLink));
-    return { bdf, group, groupType: fs.readFileSync(`/sys/kernel/iommu_groups/${group}/type`, 'utf8').trim() };
-  });
-}
-
-/** The registers of edu's BAR 0 that DMA needs. */
+/** The registers of edu's BAR 0 that DMA needs (an Mmio). */
 export interface EduRegs {
   read32(offset: number): number;
   write32(offset: number, value: number): void;
   write64(offset: number, value: bigint): void;
 }
 
-/** An edu opened on a container. */
-export interface VfioEdu {
-  readonly bdf: string;
-  readonly regs: EduRegs;
-  /** Which way it was opened. */
-  readonly via: 'VfioDevice' | 'group fd + sysfs';
-  setBusMaster(on: boolean): void;
-  close(): void;
-}
-
-/** The hardware command register (config offset 4) as sysfs reads it, past any VFIO virtualization. */
+/** The hardware command register (config offset 4) as sysfs reads it, past VFIO's virtualized view. */
 export function hardwareCommand(bdf: string): number {
   const fd = fs.openSync(`${PCI}/devices/${bdf}/config`, 'r');
   try {
@@ -85,64 +49,6 @@ export function hardwareCommand(bdf: string): number {
   } finally {
     fs.closeSync(fd);
   }
-}
-
-type VfioDeviceModule = {
-  VfioDevice: {
-    open(bdf: string, o: { container: VfioContainer }): { setBusMaster(on: boolean): void; mapBar(n: number): EduRegs; close(): void };
-  };
-};
-let deviceModule: VfioDeviceModule | null | undefined;
-
-/** vfio-dev's VfioDevice, when lib/vfio/device.ts exists on this branch. */
-export async function vfioDeviceModule(): Promise<VfioDeviceModule | null> {
-  if (deviceModule !== undefined) return deviceModule;
-  const file = path.join(HERE, '../../lib/vfio/device.ts');
-  deviceModule = fs.existsSync(file) ? ((await import(/* @vite-ignore */ file)) as VfioDeviceModule) : null;
-  return deviceModule;
-}
-
-/** Open edu `info` on `container` (attaching its group), registers mapped; bus mastering as the device had it. */
-export async function openEdu(info: VfioEduInfo, container: VfioContainer): Promise<VfioEdu> {
-  const mod = await vfioDeviceModule();
-  if (mod) {
-    const dev = mod.VfioDevice.open(info.bdf, { container });
-    const regs = dev.mapBar(0);
-    return { bdf: info.bdf, regs, via: 'VfioDevice', setBusMaster: (on) => dev.setBusMaster(on), close: () => dev.close() };
-  }
-  const groupPath = `/dev/vfio/${info.group}`;
-  const groupFd = openFile(groupPath, true, false);
-  try {
-    container.attachGroup(groupFd, groupPath);
-  } catch (e) {
-    closeFile(groupFd);
-    throw e;
-  }
-  const pci = PciDevice.open(info.bdf);
-  pci.enable();
-  const regs = pci.mapBar(0);
-  const setBusMaster = (on: boolean) => {
-    const fd = fs.openSync(`${pci.path}/config`, 'r+');
-    try {
-      const b = Buffer.alloc(2);
-      fs.readSync(fd, b, 0, 2, 4);
-      b.writeUInt16LE(on ? b.readUInt16LE(0) | 4 : b.readUInt16LE(0) & ~4, 0);
-      fs.writeSync(fd, b, 0, 2, 4);
-    } finally {
-      fs.closeSync(fd);
-    }
-  };
-  return {
-    bdf: info.bdf,
-    regs,
-    via: 'group fd + sysfs',
-    setBusMaster,
-    close: () => {
-      setBusMaster(false);
-      pci.close();
-      closeFile(groupFd);
-    },
-  };
 }
 
 const REG_DMA_SRC = 0x80;
