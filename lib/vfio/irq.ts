@@ -204,10 +204,10 @@ export class VfioInterrupts {
     try {
       vec = this.#vector(vector, 'waitInterrupt');
       checkWaitOptions(options);
+      if (vec.masked) this.#unmask(vec);
     } catch (e) {
       return Promise.reject(e);
     }
-    if (vec.masked) this.#unmask(vec);
     if (vec.pending > 0) {
       const c = vec.pending;
       vec.pending = 0;
