@@ -5,7 +5,7 @@
  *
  * Sub-paths: `physmem/allocator` (the pure range allocator),
  * `physmem/compat` (the original allocator module's C API),
- * `physmem/testing` (FakeDmaDevice for CI), `physmem/pci` (PciDevice and
+ * `physmem/testing` (FakeDmaDevice, FakePciDevice and FakeEdu for CI), `physmem/pci` (PciDevice and
  * exact-width MMIO over BARs), `physmem/vfio` (VfioDevice: a device owned
  * through VFIO, its interrupts, bindVfio).
  *

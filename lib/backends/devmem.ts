@@ -11,6 +11,7 @@
 import { fstatSync } from 'node:fs';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { DEVMEM_LOCK_KIND, lockRegion, type RegionLock } from '../locks.js';
+import { quiesceOrphanedDevices } from '../pci/quiesce.js';
 import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native } from '../native.js';
 import { checkExplicitRange, discoverRegions, readMemoryMaps } from '../discovery/index.js';
@@ -47,6 +48,15 @@ export interface DevmemBackendOptions {
    * Default: `$PHYSMEM_LOCK_DIR`, else /run/physmem.
    */
   lockDir?: string;
+  /**
+   * Before any memory is handed out, look for PCI devices a crashed userspace
+   * driver left doing DMA (bus mastering on, no kernel driver, no live owner)
+   * and quiesce them (bus mastering off, reset where possible), with a
+   * `PHYSMEM_QUIESCED` warning each: their queues may point into the memory
+   * this pool is about to hand out. Needs root and sysfs (skipped otherwise).
+   * Default true. See docs/pci.md.
+   */
+  quiesceOrphans?: boolean;
 }
 
 /** Regions are mapped in windows of this many bytes, on first use. */
@@ -158,6 +168,7 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
   // use: mapping a whole region makes the kernel write all its page table
   // entries up front (about 0.1 s per GiB), and nothing may be touched anyway.
   // The first window is mapped at once so a kernel refusal shows at open.
+  if (o.quiesceOrphans !== false) quiesceOrphanedDevices({ sysfsRoot: `${o.discoveryRoot ?? ''}/sys`, lockDir: o.lockDir });
   const fd = openFile(devicePath, true, cache === 'uncached', openHint);
   // Locked before anything is mapped, so a second program fails fast.
   let lock: RegionLock | undefined;

@@ -7,6 +7,7 @@
 import { adviseReservation, findReservedRegions, readMemoryMaps, type ReservationAdvice } from '../discovery/index.js';
 import { listRegionLocks, type RegionHolder } from '../locks.js';
 import { formatSize, hex, table } from './format.js';
+import { iommuLines, iommuReport } from './iommu.js';
 
 /** Options of `physmem regions`. */
 export interface RegionsOptions {
@@ -29,6 +30,10 @@ function holderRow(h: RegionHolder): string[] {
 }
 
 const size = (n: bigint) => formatSize(Number(n));
+
+// `pci-0000-00-05.0` (real sysfs) or `pci-<hash>-0000-00-05.0` (a test's fake tree).
+const DEVICE_LOCK = /^pci-(?:[0-9a-f]{12}-)?([0-9a-f]{4})-([0-9a-f]{2})-([0-9a-f]{2}\.[0-7])$/;
+const deviceOfLock = (kind: string) => kind.replace(DEVICE_LOCK, '$1:$2:$3');
 
 function howToReserve(a: ReservationAdvice): string[] {
   const lines: string[] = [];
@@ -112,12 +117,20 @@ export function runRegions(opts: RegionsOptions = {}): { json: unknown; text: st
 
   const locks = listRegionLocks({ dir: opts.lockDir });
   problems.push(...locks.problems);
+  // PciDevice locks (`pci-<bdf>`) say which devices are driven, not which memory is used.
+  const devices = locks.holders.filter((h) => DEVICE_LOCK.test(h.kind));
+  const memory = locks.holders.filter((h) => !DEVICE_LOCK.test(h.kind));
   const inUse: string[] = [];
-  if (locks.holders.length) {
-    inUse.push('', `In use (locks in ${locks.dir}):`, '', table(['memory', 'start', 'end', 'size', 'pid', 'command'], locks.holders.map(holderRow)));
+  if (memory.length) {
+    inUse.push('', `In use (locks in ${locks.dir}):`, '', table(['memory', 'start', 'end', 'size', 'pid', 'command'], memory.map(holderRow)));
   } else if (isFound) {
     inUse.push('', `In use: none (no program holds a lock in ${locks.dir}).`);
   }
+  if (devices.length) {
+    inUse.push('', 'PCI devices driven through physmem/pci:', '', table(['device', 'pid', 'command'], devices.map((h) => [deviceOfLock(h.kind), h.pid === undefined ? '?' : String(h.pid), h.self ? '(this command)' : (h.command ?? '(command line not readable)')])));
+  }
+  const iommu = iommuReport(`${opts.root ?? ''}/sys`);
+  inUse.push('', ...iommuLines(iommu));
 
   const lines: string[] = [];
   if (isFound) {
@@ -146,7 +159,9 @@ export function runRegions(opts: RegionsOptions = {}): { json: unknown; text: st
       cmdline: found.cmdline.raw,
       advice: advice ?? null,
       lockDir: locks.dir,
-      inUse: locks.holders.map((h) => ({
+      iommu,
+      devicesInUse: devices.map((h) => ({ device: deviceOfLock(h.kind), pid: h.pid ?? null, command: h.command ?? null, lockFile: h.lockFile })),
+      inUse: memory.map((h) => ({
         memory: h.kind,
         start: h.start,
         end: h.size === undefined ? null : h.start + h.size - 1n,

@@ -1,10 +1,11 @@
 /**
- * `physmem stat`: which backend physmem would use here and how much memory
- * it manages.
+ * `physmem stat`: which backend physmem would use here, how much memory
+ * it manages, and whether an IOMMU translates DMA (which backend fits).
  * @module
  */
 import { openPoolSync, probeRealBackends, type OpenPoolOptions } from '../open.js';
 import { formatSize, hex, table } from './format.js';
+import { iommuLines, iommuReport } from './iommu.js';
 
 /** Options of `physmem stat`. */
 export interface StatOptions {
@@ -34,7 +35,9 @@ export function runStat(o: StatOptions): { json: unknown; text: string } {
       lines.push('', 'real backends:');
       for (const p of probes) lines.push(`  ${p.name}: ${p.reason}`);
     }
-    return { json: { ...s, coherent: pool.coherent, description: pool.describe(), fallbackReason: pool.fallbackReason, probes }, text: lines.join('\n') };
+    const iommu = iommuReport();
+    lines.push('', ...iommuLines(iommu));
+    return { json: { ...s, coherent: pool.coherent, description: pool.describe(), fallbackReason: pool.fallbackReason, probes, iommu }, text: lines.join('\n') };
   } finally {
     pool.close();
   }
