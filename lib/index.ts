@@ -13,7 +13,8 @@
  * `wmb`, `dmaRmb`, `dmaWmb`, `wcFlush`; docs/ordering.md) and `pollUntil` /
  * `pollUntilAsync` (wait for a device with a deadline).
  *
- * Backends: fake, devmem, udmabuf, hugepage, and a daemon's pool through
+ * Backends: fake, devmem, udmabuf, hugepage, vfio (IOVAs in a VFIO
+ * container, with physmem/vfio), and a daemon's pool through
  * `openPool({ service })`. Region locks keep two programs from handing out
  * the same memory.
  * @module

@@ -106,6 +106,21 @@ describe('vfio backend (fake kernel)', () => {
     expect(fake.mappings.every((m) => m.iova + BigInt(m.length) <= 0x1_0000_0000n)).toBe(true);
   });
 
+  it('fake: a group attached later that narrows the ranges: new pools fit the new ranges, the old pool keeps its IOVAs', () => {
+    const { fake, container } = setup();
+    const p1 = pool({ backend: 'vfio', device: container, size: MiB, iova: 0x10_0000n });
+    fake.options.ranges = [{ start: 0n, end: 0x2f_ffffn }];
+    const fd = openSync('/dev/null', 'r');
+    open.fds.push(fd);
+    container.attachGroup(fd, 'fake group with a narrower aperture');
+    expect(container.iovaRanges).toEqual([{ start: 0n, end: 0x2f_ffffn }]);
+    const p2 = pool({ backend: 'vfio', device: container, size: MiB });
+    expect(p2.stats().ranges[0].start).toBe(0x20_0000n); // the only free MiB left: p1 keeps 0x100000
+    expect(() => pool({ backend: 'vfio', device: container, size: MiB })).toThrow(expect.objectContaining({ code: 'ENOSPC' }));
+    p1.close();
+    expect(pool({ backend: 'vfio', device: container, size: MiB }).stats().ranges[0].start).toBe(0x10_0000n);
+  });
+
   it('fake: close unmaps from the IOMMU before unmapping the memory; the device then faults', () => {
     const { fake, addon } = setup();
     const order: string[] = [];

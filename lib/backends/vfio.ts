@@ -109,10 +109,10 @@ function iovaSpace(container: VfioContainer): IovaSpace {
     });
   }
   const space: IovaSpace = { key, alloc: new RangeAllocator(usable), live: new Map() };
-  for (const [iova, size] of old?.live ?? []) {
-    space.alloc.alloc(size, { at: iova }); // if the new ranges exclude it, the kernel refused the group that shrank them
-    space.live.set(iova, size);
-  }
+  // Keep the pools already mapped. One the new ranges exclude cannot exist (the
+  // kernel refuses a group whose reserved regions clash with mappings), but if
+  // it did, new pools could not land there anyway.
+  for (const [iova, size] of old?.live ?? []) if (space.alloc.alloc(size, { at: iova }) >= 0) space.live.set(iova, size);
   spaces.set(container, space);
   return space;
 }
@@ -177,8 +177,8 @@ export function openVfioBackend(o: VfioBackendOptions): Backend {
   space.live.set(iovaNum, total);
   const iova = BigInt(iovaNum);
   const releaseIova = () => {
-    space.alloc.free(iovaNum);
-    space.live.delete(iovaNum);
+    const now = spaces.get(container) ?? space; // rebuilt if a group attached since changed the ranges
+    if (now.live.delete(iovaNum)) now.alloc.free(iovaNum);
   };
 
   const label = pageSize === sys ? `memfd:physmem-vfio (${formatSize(total)})` : `memfd:physmem-vfio (${total / pageSize} x ${formatSize(pageSize)} huge pages)`;

@@ -31,6 +31,7 @@ const MEM_LIMIT_384M = 0x18000000;
  * @property {number}   [hugepages]   written to /proc/sys/vm/nr_hugepages before the command
  * @property {string[]} [modules]     extra kernel modules to modprobe (must be in INITRAMFS_MODULES)
  * @property {boolean}  [optional]    not booted by default; only with --config NAME
+ * @property {number}   [timeoutSeconds] whole boot limit unless PHYSMEM_VM_TIMEOUT is set (default 240)
  * @property {string[]} [guestTests]  the only guest test files this boot runs (globs relative to
  *                                    test/vm); files claimed by any config run in no config that
  *                                    does not list them, so a boot runs only what needs it
@@ -121,6 +122,9 @@ export const CONFIGS = [
     hugepages: 8,
     modules: ['vfio-pci', 'vfio_iommu_type1'],
     guestTests: ['vfio-*.guest.test.ts'],
+    // Two guest files (pools, devices), each collected by its own vitest
+    // worker under TCG: more than the 240 s default on a busy machine.
+    timeoutSeconds: 480,
     expect: {
       memLimit: MEM_LIMIT_384M,
       // q35's firmware map ends RAM one page earlier than pc's.

@@ -384,7 +384,7 @@ export async function boot(o) {
   const config = typeof o.config === 'string' ? getConfig(o.config) : o.config;
   const prep = o.prep;
   const bootTimeoutMs = o.bootTimeoutMs ?? Number(process.env.PHYSMEM_VM_BOOT_TIMEOUT ?? 90) * 1000;
-  const timeoutMs = o.timeoutMs ?? Number(process.env.PHYSMEM_VM_TIMEOUT ?? 240) * 1000;
+  const timeoutMs = o.timeoutMs ?? Number(process.env.PHYSMEM_VM_TIMEOUT ?? config.timeoutSeconds ?? 240) * 1000;
   const resultsDir = fs.mkdtempSync(path.join(os.tmpdir(), `physmem-vm-${config.name}-`));
   const logDir = path.join(cacheDir(), 'logs');
   fs.mkdirSync(logDir, { recursive: true });

@@ -270,8 +270,12 @@ describeGuest('a driver killed with -9 mid-DMA', () => {
         wait(r);
       }`;
     const child = startLineChild(['--input-type=module', '-e', script], { cwd: '/', track: children });
+    const died = child.exit.then((code) => {
+      throw new Error(`the driver child exited (${code}) before its fourth DMA: ${child.stderr()}`);
+    });
+    died.catch(() => undefined); // raced below; once we kill the child it fires, expectedly
     let line = '';
-    while (!/^dma 3 /.test(line)) line = await child.line();
+    while (!/^dma 3 /.test(line)) line = await Promise.race([child.line(), died]);
     child.child.kill('SIGKILL');
     expect(await child.exit).toBe(null);
 
