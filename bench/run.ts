@@ -8,6 +8,7 @@ import { runBufferBenches } from './buffers.js';
 import { runSubpoolBenches } from './subpool.js';
 import { runCacheBenches } from './cache.js';
 import { runMmioBenches } from './mmio.js';
+import { runVfioBenches } from './vfio.js';
 
 function print(results: BenchResult[]): void {
   const rows = results.map((r) => [r.name, `${r.value.toFixed(r.unit === 'ratio' || r.unit === '%' ? 3 : 3)} ${r.unit}`, r.target, r.target === 'reference' ? '' : r.pass ? 'PASS' : 'MISS', r.detail ?? '']);
@@ -23,6 +24,7 @@ const groups: [name: string, title: string, run: () => Promise<BenchResult[]>][]
   ['subpool', 'sub-pools (W2)', runSubpoolBenches],
   ['cache', 'cached vs uncached memory (needs reserved memory via /dev/mem)', runCacheBenches],
   ['mmio', 'MMIO accessors: writel vs writel_relaxed, barriers', runMmioBenches],
+  ['vfio', 'VFIO pools (needs a device bound to vfio-pci)', () => runVfioBenches()],
 ];
 for (const [name, title, run] of groups) {
   if (only.length !== 0 && !only.includes(name)) continue;

@@ -6,13 +6,15 @@
  * Sub-paths: `physmem/allocator` (the pure range allocator),
  * `physmem/compat` (the original allocator module's C API),
  * `physmem/testing` (FakeDmaDevice, FakePciDevice and FakeEdu for CI), `physmem/pci` (PciDevice and
- * exact-width MMIO over BARs).
+ * exact-width MMIO over BARs), `physmem/vfio` (VfioDevice: a device owned
+ * through VFIO, its interrupts, bindVfio).
  *
  * Driver helpers here too: memory barriers with Linux's names (`mb`, `rmb`,
  * `wmb`, `dmaRmb`, `dmaWmb`, `wcFlush`; docs/ordering.md) and `pollUntil` /
  * `pollUntilAsync` (wait for a device with a deadline).
  *
- * Backends: fake, devmem, udmabuf, hugepage, and a daemon's pool through
+ * Backends: fake, devmem, udmabuf, hugepage, vfio (IOVAs in a VFIO
+ * container, with physmem/vfio), and a daemon's pool through
  * `openPool({ service })`. Region locks keep two programs from handing out
  * the same memory.
  * @module
@@ -39,7 +41,8 @@ export { mb, rmb, wmb, dmaRmb, dmaWmb, wcFlush, barrierArch } from './ordering.j
 export { pollUntil, pollUntilAsync } from './poll.js';
 export type { PollOptions } from './poll.js';
 export type { PhysmemErrorFields } from './errors.js';
-export type { HugepagePoolOptions } from './open.js';
+export type { HugepagePoolOptions, VfioPoolOptions } from './open.js';
+export type { VfioPoolTarget } from './backends/vfio.js';
 export { lockRegion, listRegionLocks, prepareLockDir, resolveLockDir, RegionLock, DEFAULT_LOCK_DIR, LOCK_DIR_ENV, DEVMEM_LOCK_KIND, fakeLockKind, udmabufLockKind } from './locks.js';
 export type { LockRangeInput, LockedRange, LockRegionOptions, RegionHolder, RegionLockList, ListRegionLocksOptions } from './locks.js';
 export { ServicePool, ServiceBuffer } from './service/client.js';
@@ -48,3 +51,5 @@ export { startServer, ServiceServer } from './service/server.js';
 export type { ServeOptions, ServiceBlock } from './service/server.js';
 export { nativeAddonSource } from './native.js';
 export type { NativeAddonSource } from './native.js';
+export { VfioDevice, VfioContainer, bindVfio } from './vfio/index.js';
+export type { InterruptSource, VfioOpenOptions } from './vfio/index.js';

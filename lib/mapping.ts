@@ -66,6 +66,26 @@ export class Mapping {
   }
 
   /**
+   * A new memfd of `size` bytes (zero-filled), mapped shared and writable; the
+   * fd is closed again (the mapping keeps the memory).
+   * @param hint - appended when the memfd cannot be created.
+   * @throws {PhysmemError} ENOMEM, EMFILE from memfd_create/mmap.
+   */
+  static memfd(name: string, size: number, path: string, hint: string): Mapping {
+    let fd: number;
+    try {
+      fd = native().memfdCreate(name, size);
+    } catch (e) {
+      throw toPhysmemError(e, undefined, hint);
+    }
+    try {
+      return Mapping.map(fd, 0n, size, true, path);
+    } finally {
+      closeFile(fd);
+    }
+  }
+
+  /**
    * Reserve `length` bytes of address space with nothing mapped in it yet
    * (touching it faults); fill it with {@link Mapping.mapInto}.
    */

@@ -137,6 +137,149 @@ export interface NativeAddon {
    * connect(2). @throws EBADF, ENOTSOCK, EINVAL (not a Unix socket).
    */
   peerCredentials(fd: number): PeerCredentials;
+
+  // ---- VFIO device side (native/vfio_device.cc; lib/vfio/device.ts, irq.ts) ----
+  /** ioctl VFIO_GROUP_GET_STATUS on an open /dev/vfio/N. */
+  vfioGroupGetStatus(groupFd: number): VfioGroupStatus;
+  /** ioctl VFIO_GROUP_GET_DEVICE_FD for `name` (the bdf, e.g. `0000:00:03.0`). Returns the device fd (O_CLOEXEC). */
+  vfioGroupGetDeviceFd(groupFd: number, name: string): number;
+  /** ioctl VFIO_DEVICE_GET_INFO. */
+  vfioDeviceGetInfo(deviceFd: number): VfioDeviceInfo;
+  /** ioctl VFIO_DEVICE_GET_REGION_INFO with its capability chain (sparse mmap areas, MSI-X mappable). EINVAL for an index the device lacks. */
+  vfioDeviceGetRegionInfo(deviceFd: number, index: number): VfioRegionInfo;
+  /** ioctl VFIO_DEVICE_GET_IRQ_INFO. */
+  vfioDeviceGetIrqInfo(deviceFd: number, index: number): VfioIrqInfo;
+  /** ioctl VFIO_DEVICE_RESET (EINVAL / ENOTTY where the device offers no reset). */
+  vfioDeviceReset(deviceFd: number): void;
+  /** VFIO_DEVICE_SET_IRQS DATA_EVENTFD | ACTION_TRIGGER: vectors `start..start+fds.length-1` signal these eventfds (-1: none). */
+  vfioIrqSetEventfds(deviceFd: number, index: number, start: number, eventfds: readonly number[]): void;
+  /** VFIO_DEVICE_SET_IRQS DATA_NONE | ACTION_TRIGGER, count 0: disable every vector of `index`. */
+  vfioIrqDisable(deviceFd: number, index: number): void;
+  /** VFIO_DEVICE_SET_IRQS DATA_NONE | ACTION_UNMASK for one vector (INTx after each delivery). */
+  vfioIrqUnmask(deviceFd: number, index: number, vector: number): void;
+  /** pread(2) of exactly `width` (1, 2 or 4) bytes at `offset` (< 2^53); one device access of that width. Unsigned. */
+  pread(fd: number, offset: number, width: 1 | 2 | 4): number;
+  /** pwrite(2) of exactly `width` bytes of `value` (unsigned, fits the width) at `offset`. */
+  pwrite(fd: number, offset: number, width: 1 | 2 | 4, value: number): void;
+  /** pread(2) of exactly 8 bytes. */
+  pread64(fd: number, offset: number): bigint;
+  /** pwrite(2) of exactly 8 bytes. */
+  pwrite64(fd: number, offset: number, value: bigint): void;
+  /** eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK, counter 0. Close with {@link NativeAddon.close}. */
+  eventfdCreate(): number;
+  /** Take an eventfd's counter (read(2) of 8 bytes); 0 when nothing is pending. */
+  eventfdRead(fd: number): number;
+  /** Add `value` (>= 1) to an eventfd's counter (write(2)), as the kernel does on an interrupt. */
+  eventfdWrite(fd: number, value: number): void;
+  /**
+   * Watch an eventfd on this environment's libuv loop (uv_poll_t): when it
+   * becomes readable the addon takes the counter and calls `callback(count)`.
+   * The handle starts referenced (keeps the process alive); see
+   * {@link NativeAddon.eventfdWatchRef}. Unwatch before closing the fd. Returns a watch id.
+   */
+  eventfdWatch(fd: number, callback: (count: number) => void): number;
+  /** Stop a watch (the eventfd stays open). EBADF for an unknown id. */
+  eventfdUnwatch(watchId: number): void;
+  /** Reference (true) or unreference (false) the watch's handle: whether it keeps the event loop alive. */
+  eventfdWatchRef(watchId: number, ref: boolean): void;
+  // ---- end VFIO device side ----
+
+  // ---- VFIO container and type1 IOMMU (native/vfio_iommu.cc; lib/vfio/container.ts) ----
+  /** ioctl VFIO_GET_API_VERSION on a container fd (/dev/vfio/vfio); 0 (VFIO_API_VERSION) on every kernel so far. */
+  vfioContainerApiVersion(fd: number): number;
+  /** ioctl VFIO_CHECK_EXTENSION: > 0 when the container supports `extension` (e.g. 3, VFIO_TYPE1v2_IOMMU), else 0. */
+  vfioContainerCheckExtension(fd: number, extension: number): number;
+  /** ioctl VFIO_GROUP_SET_CONTAINER: attach the group `groupFd` to the container. */
+  vfioGroupSetContainer(groupFd: number, containerFd: number): void;
+  /** ioctl VFIO_SET_IOMMU (1: type1, 3: type1v2); needs a group attached. EPERM without interrupt remapping. */
+  vfioIommuSetType(containerFd: number, type: number): void;
+  /** ioctl VFIO_IOMMU_GET_INFO with its capability chain (after VFIO_SET_IOMMU). */
+  vfioIommuGetInfo(containerFd: number): VfioIommuInfo;
+  /**
+   * ioctl VFIO_IOMMU_MAP_DMA of `[offset, offset + length)` of mapping `handle`
+   * at IOVA `iova`, readable and/or writable by devices. Pins the pages
+   * (charged to RLIMIT_MEMLOCK: ENOMEM past it). ENOSPC past dma_entry_limit,
+   * EEXIST over an existing mapping, EINVAL for unaligned or unusable IOVAs.
+   */
+  vfioMapDma(containerFd: number, handle: number, offset: number, length: number, iova: bigint, read: boolean, write: boolean): void;
+  /** ioctl VFIO_IOMMU_UNMAP_DMA of `[iova, iova + length)`; returns the bytes unmapped (whole mappings only). */
+  vfioUnmapDma(containerFd: number, iova: bigint, length: number): number;
+  // ---- end VFIO container ----
+}
+
+/** From {@link NativeAddon.vfioGroupGetStatus}. */
+export interface VfioGroupStatus {
+  /** Every device of the group is bound to a VFIO driver or to none. */
+  viable: boolean;
+  /** The group is attached to a container. */
+  containerSet: boolean;
+}
+
+/** From {@link NativeAddon.vfioDeviceGetInfo}. */
+export interface VfioDeviceInfo {
+  /** VFIO_DEVICE_FLAGS_*. */
+  flags: number;
+  /** Region indexes the device has (vfio-pci: 9, BARs 0-5, ROM, config, VGA). */
+  numRegions: number;
+  /** Interrupt indexes the device has (vfio-pci: 5, INTx, MSI, MSI-X, ERR, REQ). */
+  numIrqs: number;
+  /** VFIO_DEVICE_FLAGS_RESET: VFIO_DEVICE_RESET is supported. */
+  reset: boolean;
+  /** A vfio-pci device (region and irq indexes as VFIO_PCI_*_INDEX). */
+  pci: boolean;
+}
+
+/** From {@link NativeAddon.vfioDeviceGetRegionInfo}. */
+export interface VfioRegionInfo {
+  /** VFIO region index (vfio-pci: 0-5 BARs, 6 ROM, 7 config, 8 VGA). */
+  index: number;
+  /** VFIO_REGION_INFO_FLAG_*. */
+  flags: number;
+  /** pread allowed. */
+  readable: boolean;
+  /** pwrite allowed. */
+  writable: boolean;
+  /** The region (or the areas in `sparse`) may be mmapped. */
+  mmap: boolean;
+  /** Bytes (0: the region is absent, e.g. an unused BAR). */
+  size: number;
+  /** Offset of the region in the device fd (for pread/pwrite/mmap). */
+  offset: number;
+  /** Capability ids found in the chain. */
+  caps: number[];
+  /** VFIO_REGION_INFO_CAP_SPARSE_MMAP: only these areas (offsets within the region) may be mmapped. */
+  sparse: { offset: number; size: number }[] | undefined;
+  /** VFIO_REGION_INFO_CAP_MSIX_MAPPABLE: the MSI-X table may be mmapped too. */
+  msixMappable: boolean;
+}
+
+/** From {@link NativeAddon.vfioDeviceGetIrqInfo}. */
+export interface VfioIrqInfo {
+  /** VFIO irq index (vfio-pci: 0 INTx, 1 MSI, 2 MSI-X, 3 ERR, 4 REQ). */
+  index: number;
+  /** VFIO_IRQ_INFO_*. */
+  flags: number;
+  /** Vectors offered (0: none of this kind). */
+  count: number;
+  /** Can signal an eventfd. */
+  eventfd: boolean;
+  /** Can be masked and unmasked from userspace. */
+  maskable: boolean;
+  /** The kernel masks it on delivery (INTx): unmask after servicing. */
+  automasked: boolean;
+}
+
+
+/** What {@link NativeAddon.vfioIommuGetInfo} reports (struct vfio_iommu_type1_info and its capabilities). */
+export interface VfioIommuInfo {
+  /** VFIO_IOMMU_INFO_* flags (1: page sizes valid, 2: capability chain present). */
+  flags: number;
+  /** Bitmask of the IOMMU page sizes (bit n set: 2^n bytes); 0n when not reported. */
+  pageSizes: bigint;
+  /** VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE: the usable IOVA ranges (end inclusive); null when the kernel (before 5.4) does not say. */
+  iovaRanges: { start: bigint; end: bigint }[] | null;
+  /** VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL: mappings still allowed by dma_entry_limit; null when not reported (before 5.10). */
+  dmaAvail: number | null;
 }
 
 /** Who is at the other end of a Unix socket, from {@link NativeAddon.peerCredentials}. */

@@ -8,6 +8,7 @@ import { openFakeBackend, type FakeBackendOptions } from './backends/fake.js';
 import { openDevmemBackend, type DevmemBackendOptions } from './backends/devmem.js';
 import { openHugepageBackend, defaultHugePageSize, hugePageSizes, hugepageCounts, type HugepageBackendOptions } from './backends/hugepage.js';
 import { openUdmabufBackend, listUdmabufDevices, type UdmabufBackendOptions } from './backends/udmabuf.js';
+import { openVfioBackend, type VfioBackendOptions } from './backends/vfio.js';
 import { PhysmemError } from './errors.js';
 import type { Backend } from './backends/types.js';
 import { Pool, type PoolCommonOptions } from './pool.js';
@@ -38,6 +39,16 @@ export interface UdmabufPoolOptions extends UdmabufBackendOptions, PoolCommonOpt
 }
 
 /**
+ * Options of a pool mapped into a VFIO container's IOMMU (docs/vfio.md):
+ * memfd or huge pages at IOVAs the pool chooses; `DmaBuffer.bus` (and `phys`)
+ * is the IOVA. Every device of the container can reach it.
+ */
+export interface VfioPoolOptions extends VfioBackendOptions, PoolCommonOptions {
+  /** The vfio backend: needs a VfioDevice (physmem/vfio) or its container as `device`. */
+  backend: 'vfio';
+}
+
+/**
  * Options of `backend: 'auto'`: the first real backend available (devmem,
  * then udmabuf, then hugepage when running as root with free huge pages
  * already reserved), otherwise the fake one (with a warning naming what was
@@ -52,7 +63,7 @@ export interface AutoPoolOptions extends FakeBackendOptions, PoolCommonOptions {
 }
 
 /** Options of {@link openPoolSync} / {@link openPool}. */
-export type OpenPoolOptions = FakePoolOptions | DevmemPoolOptions | UdmabufPoolOptions | HugepagePoolOptions | AutoPoolOptions;
+export type OpenPoolOptions = FakePoolOptions | DevmemPoolOptions | UdmabufPoolOptions | HugepagePoolOptions | VfioPoolOptions | AutoPoolOptions;
 
 /** Result of probing one real backend for `'auto'`. */
 export interface BackendProbe {
@@ -144,6 +155,8 @@ function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReas
       return { backend: openUdmabufBackend(options as UdmabufPoolOptions) };
     case 'hugepage':
       return { backend: openHugepageBackend(options as HugepagePoolOptions) };
+    case 'vfio':
+      return { backend: openVfioBackend(options as VfioPoolOptions) };
     case 'auto': {
       const { backend: real, probes } = tryRealBackends((options as AutoPoolOptions).size);
       if (real) return { backend: real };
@@ -159,7 +172,7 @@ function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReas
       return { backend, fallbackReason: reason };
     }
     default:
-      throw invalidArgument(`unknown backend '${String(kind)}'`, "use 'auto', 'devmem', 'udmabuf', 'hugepage' or 'fake'");
+      throw invalidArgument(`unknown backend '${String(kind)}'`, "use 'auto', 'devmem', 'udmabuf', 'hugepage', 'vfio' or 'fake'");
   }
 }
 
@@ -200,13 +213,16 @@ function checkExternalArrayBuffers(backend: Backend): void {
 export function openPoolSync(options: OpenPoolOptions = {}): Pool {
   if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
   const { backend, fallbackReason } = openBackend(options);
+  let pool: Pool;
   try {
     checkExternalArrayBuffers(backend);
-    return new Pool(backend, options, fallbackReason);
+    pool = new Pool(backend, options, fallbackReason);
   } catch (e) {
     backend.close();
     throw e;
   }
+  backend.bindOwner?.(pool);
+  return pool;
 }
 
 /**

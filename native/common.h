@@ -154,4 +154,9 @@ inline void CheckRange(const Napi::CallbackInfo& info, const Mapping* m, uint64_
 // Register<Name>(env, exports) declared here and called from Init.
 void RegisterBarrier(Napi::Env env, Napi::Object exports);  // barrier.cc
 
+// native/vfio_device.cc: VFIO groups/devices, IRQs, eventfds and their watchers.
+void RegisterVfioDevice(Napi::Env env, Napi::Object exports);
+// native/vfio_iommu.cc: VFIO container and type1 IOMMU ioctls (vfioContainer*, vfioIommu*, vfio{Map,Unmap}Dma, vfioGroupSetContainer).
+void RegisterVfioIommu(Napi::Env env, Napi::Object exports);
+
 }  // namespace pm

@@ -556,6 +556,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("lockRange", Napi::Function::New(env, LockRange, "lockRange"));
   exports.Set("unlockRange", Napi::Function::New(env, UnlockRange, "unlockRange"));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
+  RegisterVfioDevice(env, exports);
+  RegisterVfioIommu(env, exports);
   RegisterBarrier(env, exports);
   return exports;
 }

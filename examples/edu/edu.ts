@@ -43,6 +43,8 @@ const STATUS_IRQ_FACTORIAL = 0x80; // interrupt when the factorial is done
 const IRQ_FACTORIAL = 0x1; // cause bit in the interrupt status register
 const DMA_START = 0x1; // cleared by the device when the transfer is done
 const DMA_TO_RAM = 0x2; // direction: set = device buffer -> RAM
+const DMA_IRQ = 0x4; // interrupt when the transfer is done
+const IRQ_DMA = 0x100; // cause bit in the interrupt status register
 
 /** The device's own buffer, as the DMA engine addresses it. */
 export const EDU_BUFFER = 0x40000;
@@ -175,6 +177,24 @@ export class Edu {
     this.#dma(BigInt(EDU_BUFFER + this.#check(offset, length)), bus, length, DMA_START | DMA_TO_RAM, timeoutMs);
   }
 
+  /**
+   * As {@link Edu.toDevice}, waiting for the device's DMA-done interrupt
+   * instead of polling (the event loop keeps running). Needs `irq` with
+   * interrupts enabled.
+   * @throws {PhysmemError} EINVAL (outside the buffer, or no interrupt source), ETIMEDOUT, EIO (another cause).
+   */
+  async toDeviceAsync(bus: bigint, offset: number, length: number, timeoutMs = EDU_TIMEOUT_MS): Promise<void> {
+    await this.#dmaAsync(bus, BigInt(EDU_BUFFER + this.#check(offset, length)), length, DMA_START | DMA_IRQ, timeoutMs);
+  }
+
+  /**
+   * As {@link Edu.fromDevice}, waiting for the DMA-done interrupt.
+   * @throws {PhysmemError} EINVAL, ETIMEDOUT, EIO.
+   */
+  async fromDeviceAsync(offset: number, bus: bigint, length: number, timeoutMs = EDU_TIMEOUT_MS): Promise<void> {
+    await this.#dmaAsync(BigInt(EDU_BUFFER + this.#check(offset, length)), bus, length, DMA_START | DMA_TO_RAM | DMA_IRQ, timeoutMs);
+  }
+
   /** Stop DMA and unmap the registers (for `Edu.open()`: bus mastering off, device closed). Idempotent. */
   close(): void {
     if (this.#closed) return;
@@ -188,6 +208,19 @@ export class Edu {
       throw new PhysmemError('EINVAL', `edu: [${offset}, +${length}) must lie within the first ${EDU_MAX_END} bytes of the device buffer`);
     }
     return offset;
+  }
+
+  async #dmaAsync(src: bigint, dst: bigint, length: number, cmd: number, timeoutMs: number): Promise<void> {
+    if (this.irq === undefined) throw new PhysmemError('EINVAL', `${this.name}: interrupt-driven DMA needs an interrupt source (options.irq)`);
+    if ((this.regs.read32(REG_DMA_CMD) & DMA_START) !== 0) throw new PhysmemError('EBUSY', `${this.name}: an edu DMA transfer is still running`);
+    this.regs.write64Relaxed(REG_DMA_SRC, src);
+    this.regs.write64Relaxed(REG_DMA_DST, dst);
+    this.regs.write64Relaxed(REG_DMA_COUNT, BigInt(length));
+    this.regs.write32(REG_DMA_CMD, cmd); // the doorbell, with the write barrier
+    await this.irq.waitInterrupt(0, { timeoutMs });
+    const cause = this.regs.read32(REG_IRQ_STATUS); // readl: later reads of the buffer stay after it
+    this.regs.write32(REG_IRQ_ACK, cause); // lower it, or INTx stays asserted
+    if ((cause & IRQ_DMA) === 0) throw new PhysmemError('EIO', `${this.name}: interrupt with status 0x${cause.toString(16)}, expected the DMA bit`);
   }
 
   #dma(src: bigint, dst: bigint, length: number, cmd: number, timeoutMs: number): void {

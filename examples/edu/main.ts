@@ -4,6 +4,7 @@
  * physmem buffers, checking every byte.
  *
  *   node dist/examples/edu/main.js [auto|devmem|hugepage|fake]
+ *   node dist/examples/edu/main.js --vfio [msi|intx] [bdf]   (vfio.ts: IOMMU, interrupts)
  *
  * Run as root in a QEMU guest started with `-device edu,dma_mask=0xffffffffff`
  * and DMA memory: mem=/memmap= on the kernel command line (devmem, picked by
@@ -107,10 +108,18 @@ function mainFake(log: (line: string) => void): void {
 
 // Run when executed directly (not when imported by the guest test).
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  try {
-    main((process.argv[2] ?? 'auto') as ExampleBackend);
-  } catch (e) {
+  const fail = (e: unknown): void => {
     console.error(e instanceof Error ? e.message : e);
     process.exitCode = 1;
+  };
+  if (process.argv[2] === '--vfio') {
+    const { mainVfio } = await import('./vfio.js');
+    await mainVfio((process.argv[3] ?? 'msi') as 'msi' | 'intx', process.argv[4]).catch(fail);
+  } else {
+    try {
+      main((process.argv[2] ?? 'auto') as ExampleBackend);
+    } catch (e) {
+      fail(e);
+    }
   }
 }

@@ -5,8 +5,8 @@
  * @module
  */
 import { invalidArgument } from '../errors.js';
-import { Mapping, closeFile } from '../mapping.js';
-import { native, toPhysmemError } from '../native.js';
+import { Mapping } from '../mapping.js';
+import { native } from '../native.js';
 import { fakeLockKind, lockRegion, type RegionLock } from '../locks.js';
 import type { Backend, BackendRange } from './types.js';
 
@@ -67,17 +67,7 @@ export function openFakeBackend(options: FakeBackendOptions = {}): Backend {
     options.lockKey === undefined ? undefined : lockRegion(fakeLockKind(options.lockKey), [{ start: physBase, size: rounded }], { dir: options.lockDir });
   let mapping: Mapping;
   try {
-    let fd: number;
-    try {
-      fd = n.memfdCreate('physmem-fake', rounded);
-    } catch (e) {
-      throw toPhysmemError(e, undefined, `could not create ${rounded} bytes of fake DMA memory; try a smaller size`);
-    }
-    try {
-      mapping = Mapping.map(fd, 0n, rounded, true, 'memfd:physmem-fake');
-    } finally {
-      closeFile(fd); // the mapping keeps the memory alive
-    }
+    mapping = Mapping.memfd('physmem-fake', rounded, 'memfd:physmem-fake', `could not create ${rounded} bytes of fake DMA memory; try a smaller size`);
   } catch (e) {
     lock?.release();
     throw e;

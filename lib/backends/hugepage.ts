@@ -224,23 +224,16 @@ function reserveHint(size: number, counts: HugepageCounts, pages: number): strin
 }
 
 /**
- * Open the hugepage backend.
- * @throws {PhysmemError} EINVAL (bad options), ENOTSUP (no huge pages of that size on this system),
- *   ENOMEM (not enough free huge pages: the hint says how to reserve them; or mlock refused),
- *   EPERM (no CAP_SYS_ADMIN, so physical addresses are hidden).
+ * Check that `hugeSize` is a huge page size this system offers.
+ * @param page - the base page size in bytes.
+ * @returns `hugeSize`.
+ * @throws {PhysmemError} EINVAL (not a power of two above `page`), ENOTSUP (no such huge pages here).
  */
-export function openHugepageBackend(o: HugepageBackendOptions = {}): Backend {
-  const n = native();
-  const page = n.pageSize();
-  const pages = o.pages ?? 1;
-  if (typeof pages !== 'number' || !Number.isSafeInteger(pages) || pages <= 0) {
-    throw invalidArgument(`pages must be a positive integer, got ${String(pages)}`);
-  }
-  const sizes = hugePageSizes();
-  const hugeSize = o.pageSize ?? defaultHugePageSize() ?? 2 * 1024 * 1024;
+export function checkHugePageSize(hugeSize: unknown, page: number): number {
   if (typeof hugeSize !== 'number' || !Number.isSafeInteger(hugeSize) || hugeSize <= page || (hugeSize & (hugeSize - 1)) !== 0) {
     throw invalidArgument(`pageSize must be a huge page size in bytes such as ${2 * 1024 * 1024} (2 MiB), got ${String(hugeSize)}`);
   }
+  const sizes = hugePageSizes();
   if (!sizes.includes(hugeSize)) {
     throw new PhysmemError('ENOTSUP', `this system has no ${sizeText(hugeSize)} huge pages`, {
       path: HUGEPAGES_SYSFS,
@@ -249,26 +242,25 @@ export function openHugepageBackend(o: HugepageBackendOptions = {}): Backend {
         : 'the kernel has no hugetlb support (CONFIG_HUGETLBFS); use another backend',
     });
   }
-  const total = pages * hugeSize;
-  if (!Number.isSafeInteger(total)) throw invalidArgument(`pages * pageSize must stay below 2^53 bytes`);
-  const shift = Math.log2(hugeSize);
-  const busOffset = o.busOffset ?? 0;
-  if (typeof busOffset !== 'bigint' && !Number.isSafeInteger(busOffset)) {
-    throw invalidArgument(`busOffset must be a bigint or an integer number, got ${String(busOffset)}`);
-  }
-  const label = `memfd:physmem-hugepage (${pages} x ${sizeText(hugeSize)})`;
-  if (o.quiesceOrphans !== false) quiesceOrphanedDevices({ sysfsRoot: o.sysfsRoot, lockDir: o.lockDir });
+  return hugeSize;
+}
 
+/**
+ * A hugetlb memfd of `pages` pages of `hugeSize` bytes, mapped shared and
+ * writable (the fd is closed again: the mapping keeps the memory).
+ * @param label - the mapping's name in messages.
+ * @throws {PhysmemError} ENOMEM when too few huge pages are free (the hint says how to reserve them).
+ */
+export function mapHugepages(name: string, pages: number, hugeSize: number, label: string): Mapping {
   let fd: number;
   try {
-    fd = n.memfdCreateHuge('physmem-hugepage', total, shift);
+    fd = native().memfdCreateHuge(name, pages * hugeSize, Math.log2(hugeSize));
   } catch (e) {
     throw toPhysmemError(e, undefined, `could not create a hugetlb memfd of ${pages} x ${sizeText(hugeSize)}`);
   }
-  let mapping: Mapping;
   try {
     // mmap reserves the huge pages: ENOMEM here means too few are free.
-    mapping = Mapping.map(fd, 0n, total, true, label);
+    return Mapping.map(fd, 0n, pages * hugeSize, true, label);
   } catch (e) {
     if ((e as { code?: string }).code === 'ENOMEM') {
       const counts = hugepageCounts(hugeSize);
@@ -283,6 +275,32 @@ export function openHugepageBackend(o: HugepageBackendOptions = {}): Backend {
   } finally {
     closeFile(fd); // the mapping keeps the memory alive
   }
+}
+
+/**
+ * Open the hugepage backend.
+ * @throws {PhysmemError} EINVAL (bad options), ENOTSUP (no huge pages of that size on this system),
+ *   ENOMEM (not enough free huge pages: the hint says how to reserve them; or mlock refused),
+ *   EPERM (no CAP_SYS_ADMIN, so physical addresses are hidden).
+ */
+export function openHugepageBackend(o: HugepageBackendOptions = {}): Backend {
+  const n = native();
+  const page = n.pageSize();
+  const pages = o.pages ?? 1;
+  if (typeof pages !== 'number' || !Number.isSafeInteger(pages) || pages <= 0) {
+    throw invalidArgument(`pages must be a positive integer, got ${String(pages)}`);
+  }
+  const hugeSize = checkHugePageSize(o.pageSize ?? defaultHugePageSize() ?? 2 * 1024 * 1024, page);
+  const total = pages * hugeSize;
+  if (!Number.isSafeInteger(total)) throw invalidArgument(`pages * pageSize must stay below 2^53 bytes`);
+  const busOffset = o.busOffset ?? 0;
+  if (typeof busOffset !== 'bigint' && !Number.isSafeInteger(busOffset)) {
+    throw invalidArgument(`busOffset must be a bigint or an integer number, got ${String(busOffset)}`);
+  }
+  const label = `memfd:physmem-hugepage (${pages} x ${sizeText(hugeSize)})`;
+  if (o.quiesceOrphans !== false) quiesceOrphanedDevices({ sysfsRoot: o.sysfsRoot, lockDir: o.lockDir });
+
+  const mapping = mapHugepages('physmem-hugepage', pages, hugeSize, label);
 
   let runs: HugepageRun[];
   try {

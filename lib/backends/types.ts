@@ -17,7 +17,7 @@ export interface BackendRange {
 export type SyncDirectionCode = 0 | 1 | 2;
 
 /** The names of the backends physmem knows. */
-export type BackendName = 'fake' | 'devmem' | 'udmabuf' | 'hugepage';
+export type BackendName = 'fake' | 'devmem' | 'udmabuf' | 'hugepage' | 'vfio';
 
 /** A source of DMA-capable memory. */
 export interface Backend {
@@ -54,6 +54,12 @@ export interface Backend {
    * a regular file standing in for /dev/mem).
    */
   readonly lock?: RegionLock;
+  /**
+   * Called once by openPoolSync with the pool made over this backend, for
+   * backends whose memory can be taken away from outside (vfio: closing the
+   * container closes the pool first). Absent elsewhere.
+   */
+  bindOwner?(owner: { close(): void }): void;
   /** Detach every view and unmap, then release the lock. Idempotent. */
   close(): void;
 }

@@ -58,12 +58,29 @@ export interface MmioHandlerSource extends MmioSourceCommon {
 }
 
 /**
+ * A BAR of a VFIO device (physmem/vfio): the region at `offset` of the device
+ * fd `fd` (which the caller keeps open). Only the `mmap` areas are mapped;
+ * every other byte (the MSI-X table, a region VFIO will not map) is a hole
+ * reached by one pread/pwrite of the access width inside the same call.
+ * @internal
+ */
+export interface MmioVfioSource extends MmioSourceCommon {
+  kind: 'vfio';
+  /** What `mmio.path` shows, e.g. `/dev/vfio/4 (0000:00:04.0 BAR 0)`. */
+  path: string;
+  fd: number;
+  offset: number;
+  /** Areas VFIO lets us mmap (offsets within the BAR, page-aligned). */
+  mmap: readonly { offset: number; size: number }[];
+}
+
+/**
  * What {@link Mmio} is built from; each kind supplies {@link MmioAccessors}
  * and a handle, and Mmio does every check itself, so a new kind (e.g. a VFIO
  * region) adds a case to the constructor only.
  * @internal
  */
-export type MmioSource = MmioFileSource | MmioHandlerSource;
+export type MmioSource = MmioFileSource | MmioHandlerSource | MmioVfioSource;
 
 /**
  * A memory BAR: exact-width register access. Every `readN`/`writeN` is
@@ -113,6 +130,28 @@ export class Mmio {
       this.#h = 1; // any non-zero value: open
       this.writeCombining = false;
       this.#close = src.onClose ?? (() => {});
+      return;
+    }
+    if (src.kind === 'vfio') {
+      // Reserve the whole BAR, map the areas VFIO allows, serve the rest by pread/pwrite.
+      const mapping = Mapping.reserve(Math.max(src.size, 1), true, src.path);
+      const holes: number[] = [];
+      let at = 0;
+      try {
+        for (const a of [...src.mmap].sort((x, y) => x.offset - y.offset)) {
+          mapping.mapInto(a.offset, src.fd, BigInt(src.offset + a.offset), a.size);
+          if (a.offset > at) holes.push(at, a.offset);
+          at = a.offset + a.size;
+        }
+      } catch (e) {
+        mapping.close();
+        throw e;
+      }
+      if (at < src.size) holes.push(at, src.size);
+      this.#n = holes.length === 0 ? native() : holeAccessors(native(), src.fd, src.offset, holes);
+      this.#h = mapping.handle;
+      this.writeCombining = false;
+      this.#close = () => mapping.close();
       return;
     }
     this.#n = native();
@@ -355,4 +394,42 @@ function u64(op: string, value: bigint): bigint {
 
 function badValue(op: string, value: unknown, range: string): PhysmemError {
   return new PhysmemError('EINVAL', `${op}: value ${String(value)} is not an integer in ${range}`);
+}
+
+/**
+ * Accessors for a VFIO BAR with holes: an access inside a hole (`holes` =
+ * [start0, end0, start1, end1, ...], half-open) is one pread/pwrite of its
+ * width at `base + offset` of the device fd, anything else the mapped access.
+ * The system call orders like the barriered accessors.
+ */
+function holeAccessors(n: NativeAddon, fd: number, base: number, holes: readonly number[]): MmioAccessors {
+  const inHole = (o: number, w: number): boolean => {
+    for (let i = 0; i < holes.length; i += 2) if (o < holes[i + 1]! && o + w > holes[i]!) return true;
+    return false;
+  };
+  type R = (h: number, o: number) => number;
+  type W = (h: number, o: number, v: number) => void;
+  const rd = (w: 1 | 2 | 4, mapped: R): R => (h, o) => (inHole(o, w) ? n.pread(fd, base + o, w) : mapped(h, o));
+  const wr = (w: 1 | 2 | 4, mapped: W): W => (h, o, v) => (inHole(o, w) ? n.pwrite(fd, base + o, w, v) : mapped(h, o, v));
+  const rd64 = (mapped: (h: number, o: number) => bigint) => (h: number, o: number): bigint => (inHole(o, 8) ? n.pread64(fd, base + o) : mapped(h, o));
+  const wr64 = (mapped: (h: number, o: number, v: bigint) => void) => (h: number, o: number, v: bigint): void =>
+    inHole(o, 8) ? n.pwrite64(fd, base + o, v) : mapped(h, o, v);
+  return {
+    read8: rd(1, (h, o) => n.read8(h, o)),
+    read16: rd(2, (h, o) => n.read16(h, o)),
+    read32: rd(4, (h, o) => n.read32(h, o)),
+    read64: rd64((h, o) => n.read64(h, o)),
+    write8: wr(1, (h, o, v) => n.write8(h, o, v)),
+    write16: wr(2, (h, o, v) => n.write16(h, o, v)),
+    write32: wr(4, (h, o, v) => n.write32(h, o, v)),
+    write64: wr64((h, o, v) => n.write64(h, o, v)),
+    read8Relaxed: rd(1, (h, o) => n.read8Relaxed(h, o)),
+    read16Relaxed: rd(2, (h, o) => n.read16Relaxed(h, o)),
+    read32Relaxed: rd(4, (h, o) => n.read32Relaxed(h, o)),
+    read64Relaxed: rd64((h, o) => n.read64Relaxed(h, o)),
+    write8Relaxed: wr(1, (h, o, v) => n.write8Relaxed(h, o, v)),
+    write16Relaxed: wr(2, (h, o, v) => n.write16Relaxed(h, o, v)),
+    write32Relaxed: wr(4, (h, o, v) => n.write32Relaxed(h, o, v)),
+    write64Relaxed: wr64((h, o, v) => n.write64Relaxed(h, o, v)),
+  };
 }

@@ -29,10 +29,14 @@ const MEM_LIMIT_384M = 0x18000000;
  * @property {number}   [smp]         guest CPUs (default 1)
  * @property {string[]} kernelArgs    appended to `console=ttyS0 panic=-1`
  * @property {string[]} [qemuArgs]    extra QEMU args (array: no shell quoting)
- * @property {boolean}  [edu]         add `-device edu,dma_mask=0xffffffffff`
+ * @property {boolean|number} [edu]  add `-device edu,dma_mask=0xffffffffff` (a number: that many edu devices)
  * @property {number}   [hugepages]   written to /proc/sys/vm/nr_hugepages before the command
  * @property {string[]} [modules]     extra kernel modules to modprobe (must be in INITRAMFS_MODULES)
  * @property {boolean}  [optional]    not booted by default; only with --config NAME
+ * @property {number}   [timeoutSeconds] whole boot limit unless PHYSMEM_VM_TIMEOUT is set (default 720)
+ * @property {string[]} [guestTests]  the only guest test files this boot runs (globs relative to
+ *                                    test/vm); files claimed by any config run in no config that
+ *                                    does not list them, so a boot runs only what needs it
  * @property {object}   expect        handed to the guest tests (JSON)
  */
 
@@ -103,26 +107,34 @@ export const CONFIGS = [
     },
   },
   {
-    // Not booted by default. An emulated Intel IOMMU with edu behind it, and
-    // the vfio modules loaded: for VFIO backend work (`--config iommu`).
+    // An emulated Intel IOMMU translating for two edu devices (each alone in
+    // an IOMMU group of type DMA-FQ: no iommu=pt), and the vfio modules
+    // loaded. Runs only the VFIO guest tests. intremap=on needs the split
+    // irqchip; without it VFIO_SET_IOMMU is refused (no interrupt remapping).
+    // The intel-iommu device must come before the devices it translates for.
     name: 'iommu',
-    description: 'q35 + intel-iommu (TCG), edu device, vfio-pci loaded; mem=384M',
-    optional: true,
+    description: 'q35 + intel-iommu (TCG, interrupt remapping), two edu devices translated (DMA-FQ), vfio-pci loaded, 8 huge pages',
     memory: '512M',
     qemuArgs: [
       '-machine', 'q35,kernel-irqchip=split',
       '-device', 'intel-iommu,intremap=on,caching-mode=on',
     ],
-    kernelArgs: ['mem=384M', 'intel_iommu=on', 'iommu=pt'],
-    edu: true,
+    kernelArgs: ['mem=384M', 'intel_iommu=on'],
+    edu: 2,
+    hugepages: 8,
     modules: ['vfio-pci', 'vfio_iommu_type1'],
+    guestTests: ['vfio-*.guest.test.ts'],
+    // Two guest files (pools, devices), each collected by its own vitest
+    // worker under TCG: more than the 240 s default on a busy machine.
+    timeoutSeconds: 480,
     expect: {
       memLimit: MEM_LIMIT_384M,
       // q35's firmware map ends RAM one page earlier than pc's.
       firmwareRam: { start: 0x100000, end: 0x1ffdefff },
       regions: [{ kind: 'above-mem', start: MEM_LIMIT_384M, end: 0x1ffdefff }],
-      hugepages: 0,
+      hugepages: 8,
       edu: true,
+      eduCount: 2,
       iommu: true,
     },
   },
@@ -137,6 +149,18 @@ export const BASE_MODULES = ['virtio_pci', '9p', '9pnet_virtio'];
 export const INITRAMFS_MODULES = [...BASE_MODULES, 'vfio-pci', 'vfio_iommu_type1', 'uio_pci_generic', 'nvme'];
 
 export const DEFAULT_CONFIGS = CONFIGS.filter((c) => !c.optional).map((c) => c.name);
+
+/** Globs of guest test files that some config claims (they run only there). */
+export const CLAIMED_GUEST_TESTS = [...new Set(CONFIGS.flatMap((c) => c.guestTests ?? []))];
+
+/**
+ * Which guest test files a boot of `config` runs: `include` and `exclude`
+ * globs relative to test/vm (for test/vm/vitest.guest.config.mjs).
+ */
+export function guestTestSelection(config) {
+  if (config.guestTests) return { include: config.guestTests, exclude: [] };
+  return { include: ['**/*.guest.test.ts'], exclude: CLAIMED_GUEST_TESTS };
+}
 
 export function getConfig(name) {
   const c = CONFIGS.find((x) => x.name === name);

@@ -31,6 +31,8 @@ export interface GuestConfig {
   hugepages: number;
   edu: boolean;
   iommu?: boolean;
+  /** Number of edu devices (config `edu: 2`); 1 when only `edu` is set. */
+  eduCount?: number;
   /** A QEMU nvme controller is present, bound to the kernel's nvme driver. */
   nvme?: boolean;
 }

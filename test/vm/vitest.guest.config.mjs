@@ -10,13 +10,16 @@ import { defineConfig } from 'vitest/config';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const results = process.env.PHYSMEM_VM_RESULTS ?? '/tmp';
+// Which files this boot runs (scripts/vm/configs.mjs guestTests), set by scripts/vm/lib.mjs.
+const selection = process.env.PHYSMEM_VM_TESTS ? JSON.parse(process.env.PHYSMEM_VM_TESTS) : { include: ['**/*.guest.test.ts'], exclude: [] };
 
 export default defineConfig({
   root,
   cacheDir: '/tmp/physmem-vitest-cache',
   test: {
     dir: 'test/vm',
-    include: ['**/*.guest.test.ts'],
+    include: selection.include,
+    exclude: ['**/node_modules/**', ...selection.exclude],
     watch: false,
     // The console is a tty: no live summary redraws in the captured log.
     reporters: [['default', { summary: false }], ['json', { outputFile: path.join(results, 'vitest.json') }]],
