@@ -125,8 +125,8 @@ export const CONFIGS = [
     modules: ['vfio-pci', 'vfio_iommu_type1'],
     guestTests: ['vfio-*.guest.test.ts'],
     // Two guest files (pools, devices), each collected by its own vitest
-    // worker under TCG: more than the 240 s default on a busy machine.
-    timeoutSeconds: 480,
+    // worker under TCG: the heaviest boot, give it more than the default.
+    timeoutSeconds: 900,
     expect: {
       memLimit: MEM_LIMIT_384M,
       // q35's firmware map ends RAM one page earlier than pc's.
