@@ -207,7 +207,7 @@ export interface NativeAddon {
   // ---- end VFIO container ----
 }
 
-/** From {@link NativeAddon.vfioGroupGetStatus}. */
+/** What VFIO_GROUP_GET_STATUS reports for a group. */
 export interface VfioGroupStatus {
   /** Every device of the group is bound to a VFIO driver or to none. */
   viable: boolean;
@@ -215,7 +215,7 @@ export interface VfioGroupStatus {
   containerSet: boolean;
 }
 
-/** From {@link NativeAddon.vfioDeviceGetInfo}. */
+/** What VFIO_DEVICE_GET_INFO reports for a device. */
 export interface VfioDeviceInfo {
   /** VFIO_DEVICE_FLAGS_*. */
   flags: number;
@@ -229,7 +229,7 @@ export interface VfioDeviceInfo {
   pci: boolean;
 }
 
-/** From {@link NativeAddon.vfioDeviceGetRegionInfo}. */
+/** What VFIO_DEVICE_GET_REGION_INFO reports for one region, with its capabilities. */
 export interface VfioRegionInfo {
   /** VFIO region index (vfio-pci: 0-5 BARs, 6 ROM, 7 config, 8 VGA). */
   index: number;
@@ -253,7 +253,7 @@ export interface VfioRegionInfo {
   msixMappable: boolean;
 }
 
-/** From {@link NativeAddon.vfioDeviceGetIrqInfo}. */
+/** What VFIO_DEVICE_GET_IRQ_INFO reports for one interrupt index. */
 export interface VfioIrqInfo {
   /** VFIO irq index (vfio-pci: 0 INTx, 1 MSI, 2 MSI-X, 3 ERR, 4 REQ). */
   index: number;
