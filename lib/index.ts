@@ -5,7 +5,7 @@
  *
  * Sub-paths: `physmem/allocator` (the pure range allocator),
  * `physmem/compat` (the original allocator module's C API),
- * `physmem/testing` (FakeDmaDevice for CI), `physmem/pci` (PciDevice and
+ * `physmem/testing` (FakeDmaDevice, FakePciDevice and FakeEdu for CI), `physmem/pci` (PciDevice and
  * exact-width MMIO over BARs), `physmem/vfio` (VfioDevice: a device owned
  * through VFIO, its interrupts, bindVfio).
  *
@@ -24,9 +24,11 @@ export type { OpenPoolOptions, FakePoolOptions, DevmemPoolOptions, AutoPoolOptio
 export type { UdmabufPoolOptions } from './open.js';
 export { listUdmabufDevices, readUdmabufDevice, packSyncCommand, UDMABUF_CLASSES } from './backends/udmabuf.js';
 export type { UdmabufDevice } from './backends/udmabuf.js';
-export type { ExplicitRange } from './backends/devmem.js';
-export { discoverRegions, readMemoryMaps, checkExplicitRange } from './discovery/index.js';
-export type { MemoryRegion, DiscoveryResult, DiscoverOptions } from './discovery/index.js';
+export type { ExplicitRange, DevmemBackendOptions } from './backends/devmem.js';
+export type { SyncDirectionCode } from './backends/types.js';
+export { discoverRegions, readMemoryMaps, checkExplicitRange, findReservedRegions, parseCmdline, parseFirmwareMemmap, parseIomem } from './discovery/index.js';
+export type { MemoryRegion, DiscoveryResult, DiscoverOptions, FindReservedRegionsInput, MemoryMaps, ReadOptions } from './discovery/index.js';
+export type { ParsedCmdline, ParsedIomem, FirmwareRange, FirmwareInput, ExplicitRangeCheck, CheckExplicitRangeOptions, MemOption, MemOptionKind, IomemEntry, RawFirmwareEntry } from './discovery/index.js';
 export { Pool, DmaBuffer } from './pool.js';
 export type { AllocOptions, AsyncAllocOptions, PoolStats, RangeStats, PoolBlock, PoolCommonOptions, LeakCheck } from './pool.js';
 export type { SyncDirection } from './pool.js';
@@ -41,7 +43,7 @@ export type { PollOptions } from './poll.js';
 export type { PhysmemErrorFields } from './errors.js';
 export type { HugepagePoolOptions, VfioPoolOptions } from './open.js';
 export type { VfioPoolTarget } from './backends/vfio.js';
-export { lockRegion, listRegionLocks, prepareLockDir, RegionLock, DEFAULT_LOCK_DIR, LOCK_DIR_ENV, DEVMEM_LOCK_KIND, fakeLockKind, udmabufLockKind } from './locks.js';
+export { lockRegion, listRegionLocks, prepareLockDir, resolveLockDir, RegionLock, DEFAULT_LOCK_DIR, LOCK_DIR_ENV, DEVMEM_LOCK_KIND, fakeLockKind, udmabufLockKind } from './locks.js';
 export type { LockRangeInput, LockedRange, LockRegionOptions, RegionHolder, RegionLockList, ListRegionLocksOptions } from './locks.js';
 export { ServicePool, ServiceBuffer } from './service/client.js';
 export type { ServicePoolOptions, ServiceAllocOptions, ServiceStats } from './service/client.js';
@@ -49,3 +51,5 @@ export { startServer, ServiceServer } from './service/server.js';
 export type { ServeOptions, ServiceBlock } from './service/server.js';
 export { VfioDevice, VfioContainer, bindVfio } from './vfio/index.js';
 export type { InterruptSource, VfioOpenOptions } from './vfio/index.js';
+export { nativeAddonSource } from './native.js';
+export type { NativeAddonSource } from './native.js';

@@ -8,9 +8,9 @@
  * @module
  */
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { PhysmemError, codeOfErrno, describeCode } from './errors.js';
 
 /**
@@ -296,6 +296,15 @@ export interface LockConflict {
 
 let injected: NativeAddon | undefined;
 let loaded: NativeAddon | undefined;
+let loadedFrom: NativeAddonSource | undefined;
+
+/** Where the loaded addon came from; see {@link nativeAddonSource}. */
+export interface NativeAddonSource {
+  /** Absolute path of the `.node` file. */
+  path: string;
+  /** `'prebuilt'`: shipped in the package's prebuilds/ directory; `'built'`: compiled here into build/ (node-gyp). */
+  kind: 'prebuilt' | 'built';
+}
 
 /** The package root (where binding.gyp lives), found from this file's location in lib/ or dist/lib/. */
 export function moduleRoot(): string {
@@ -308,29 +317,65 @@ export function moduleRoot(): string {
 }
 
 /**
- * The addon, loaded on first call.
- * @throws {PhysmemError} code `ENOENT` listing the paths tried and how to build it.
+ * The addon, loaded on first call with node-gyp-build from {@link moduleRoot}:
+ * build/Release (compiled here) first, then the prebuilt binary in
+ * prebuilds/<platform>-<arch>/ that matches this system.
+ * @throws {PhysmemError} `ENOENT` when no binary matches, `ENOEXEC` when one was found but
+ *   does not load; the message lists what was tried and how to build it.
  */
 export function native(): NativeAddon {
   if (injected) return injected;
   if (loaded) return loaded;
   const root = moduleRoot();
   const require = createRequire(import.meta.url);
-  const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => NativeAddon;
+  let file: string | undefined;
   try {
-    loaded = bindings({ bindings: 'physmem', module_root: root });
+    const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+    file = nodeGypBuild.path(root);
+    loaded = require(file) as NativeAddon;
   } catch (e) {
-    // bindings' message is "Could not locate the bindings file. Tried:" followed by one "→ path" line per try.
-    const tried = ((e as Error).message.match(/→ .*/g) ?? []).map((l) => '  ' + l).join('\n');
-    throw new PhysmemError('ENOENT', `the native addon physmem.node could not be loaded from ${root}`, {
-      hint:
-        (tried ? `Tried:\n${tried}\n` : `${(e as Error).message.split('\n')[0]}\n`) +
-        'Build it with `npm rebuild physmem` (needs python3, make and g++; on Debian: apt-get install -y python3 make g++). ' +
-        'physmem runs on Linux only.',
-      cause: e,
-    });
+    throw loadError(root, file, e);
   }
+  loadedFrom = { path: file, kind: file.startsWith(join(root, 'prebuilds') + sep) ? 'prebuilt' : 'built' };
   return loaded;
+}
+
+/** Which addon binary physmem loaded (prebuilt or built here); `undefined` before the first load, which is lazy (or when a test injected a fake). */
+export function nativeAddonSource(): NativeAddonSource | undefined {
+  return injected ? undefined : loadedFrom;
+}
+
+function listNodeFiles(dir: string): string {
+  try {
+    const files = readdirSync(dir).filter((f) => f.endsWith('.node'));
+    return files.length ? files.join(', ') : 'no .node file';
+  } catch {
+    return 'no such directory';
+  }
+}
+
+/** One error for every way loading fails: what was tried, what this system is, how to fix it. */
+function loadError(root: string, file: string | undefined, e: unknown): PhysmemError {
+  const prebuilds = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  const libc = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime ? 'glibc' : 'musl or unknown libc';
+  const tried = [
+    `  ${join(root, 'build/Release')}: ${listNodeFiles(join(root, 'build/Release'))}`,
+    `  ${join(root, 'build/Debug')}: ${listNodeFiles(join(root, 'build/Debug'))}`,
+    `  ${prebuilds}: ${listNodeFiles(prebuilds)}`,
+  ].join('\n');
+  const first = ((e as Error)?.message ?? String(e)).split('\n')[0];
+  const what =
+    file === undefined
+      ? `no native addon physmem.node for ${process.platform}-${process.arch} (${libc}) under ${root}`
+      : `the native addon ${file} did not load: ${first}`;
+  return new PhysmemError(file === undefined ? 'ENOENT' : 'ENOEXEC', what, {
+    hint:
+      `Tried:\n${tried}\n` +
+      'Prebuilt binaries ship for linux-x64 and linux-arm64 (glibc). Elsewhere build it from source: `npm rebuild physmem` ' +
+      '(needs python3, make and a C++17 compiler, g++ >= 8 or clang >= 7; on Debian: apt-get install -y python3 make g++). ' +
+      'physmem runs on Linux only.',
+    cause: e,
+  });
 }
 
 /** Replace the addon with a fake (tests only); pass `undefined` to restore the real one. */

@@ -81,7 +81,7 @@ export interface BackendProbe {
 function tryRealBackends(size?: number): { backend?: Backend; probes: BackendProbe[] } {
   const probes: BackendProbe[] = [];
   if (!existsSync('/dev/mem')) {
-    probes.push({ name: 'devmem', reason: 'no /dev/mem (kernel built without CONFIG_DEVMEM)' });
+    probes.push({ name: 'devmem', reason: 'no /dev/mem (kernel built without CONFIG_DEVMEM; reserving memory would not help)' });
   } else {
     try {
       return { backend: openDevmemBackend({ regions: 'auto' }), probes };
@@ -177,9 +177,35 @@ function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReas
 }
 
 /**
+ * `buf.bytes` are external ArrayBuffers over the pool's memory (no copy).
+ * Electron's V8 memory cage refuses them; find out at open, with one
+ * ArrayBuffer over the first byte, rather than at the first alloc.
+ */
+function checkExternalArrayBuffers(backend: Backend): void {
+  const first = backend.ranges[0];
+  if (first === undefined) return;
+  let id: number;
+  try {
+    id = backend.view(first.start, 1);
+  } catch (e) {
+    if ((e as { code?: unknown })?.code !== 'ENOTSUP') throw e;
+    const electron = process.versions.electron;
+    const runtime = electron ? `Electron ${electron}` : `this runtime (${process.release?.name ?? 'unknown'} ${process.version})`;
+    throw new PhysmemError('ENOTSUP', `${runtime} does not allow external ArrayBuffers, which DmaBuffer.bytes are (zero-copy views of DMA memory)`, {
+      hint:
+        'physmem supports Node.js >= 20 and Bun. From Electron, run the code that uses physmem in a Node.js process ' +
+        '(child_process.spawn of a node binary) and exchange data with it over IPC.',
+      cause: e,
+    });
+  }
+  backend.release(id);
+}
+
+/**
  * Open a pool synchronously.
  * @param options - `backend` (`'auto'` default, or `'fake'`) and that backend's options.
- * @throws {PhysmemError} EINVAL for bad options; the backend's errors (ENOENT, EACCES, EPERM, ENOMEM) with what to do.
+ * @throws {PhysmemError} EINVAL for bad options; the backend's errors (ENOENT, EACCES, EPERM, ENOMEM) with what to do;
+ *   ENOTSUP in a runtime that refuses external ArrayBuffers (Electron).
  * @example
  * const pool = openPoolSync({ backend: 'fake', size: 16 << 20 });
  * const buf = pool.alloc(4096, { align: 4096 });
@@ -189,6 +215,7 @@ export function openPoolSync(options: OpenPoolOptions = {}): Pool {
   const { backend, fallbackReason } = openBackend(options);
   let pool: Pool;
   try {
+    checkExternalArrayBuffers(backend);
     pool = new Pool(backend, options, fallbackReason);
   } catch (e) {
     backend.close();

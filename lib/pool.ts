@@ -92,7 +92,7 @@ export interface PoolCommonOptions {
    * Leak reports: `'warn'` (default) emits one warning per DmaBuffer collected
    * without `free()`, naming its address and size; `'trace'` also records
    * the stack of every allocation so the warning shows where it was made
-   * (costs about 1-2 us per alloc); `'off'` disables both. The environment
+   * (costs about 40 to 60 us per alloc: bench/buffers.ts measures it); `'off'` disables both. The environment
    * variable `PHYSMEM_TRACE_ALLOCATIONS=1` makes `'trace'` the default.
    * Leaked memory is never freed automatically: a device may still use it.
    */

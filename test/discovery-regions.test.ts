@@ -95,15 +95,15 @@ describe('runRegions', () => {
     expect(r.text).toMatch(/Notes:\n  - firmware System RAM that \/proc\/iomem shows as ramoops/);
   });
 
-  it('JSON: regions with end, hex through toJson', () => {
+  it('JSON: regions with end; addresses hex, sizes numbers, through toJson', () => {
     const r = run('qemu-pc-mem384');
     const j = JSON.parse(toJson(r.json));
     expect(j).toMatchObject({
       found: true,
-      regions: [{ start: '0x18000000', end: '0x1ffdffff', size: '0x7fe0000', kind: 'above-mem-limit' }],
+      regions: [{ start: '0x18000000', end: '0x1ffdffff', size: 0x7fe0000, kind: 'above-mem-limit' }],
       iomemHidden: false,
       problems: [],
-      firmwareRam: '0x1ff7fc00',
+      firmwareRam: 0x1ff7fc00,
       cmdline: 'console=ttyS0 panic=-1 mem=384M',
       advice: null,
     });

@@ -1,13 +1,18 @@
 // examples/edu run unchanged on physmem/testing's FakeEdu (a model of QEMU's
 // edu device: no VM), and the driver bugs that model catches. The real
 // device runs the same example in the guest (test/vm/edu.guest.test.ts).
+import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Edu, EDU_BUFFER, EDU_MAX_END } from '../examples/edu/edu.js';
 import { runExample } from '../examples/edu/main.js';
-import { dmaWmb, openPoolSync, type Pool } from '../lib/index.js';
+import { dmaWmb, openPoolSync, pollUntil, type Pool } from '../lib/index.js';
 import type { Mmio } from '../lib/pci/index.js';
 import { FakeEdu } from '../lib/testing/index.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 let pool: Pool;
 let fake: FakeEdu;
@@ -35,6 +40,11 @@ describe('examples/edu on the fake edu device (FakeEdu)', () => {
     expect(lines[4]).toMatch(/^DMA: 2048 random bytes 0x[0-9a-f]+ -> edu -> 0x[0-9a-f]+: identical$/);
     expect(fake.violations).toEqual([]);
     expect(pool.stats().used).toBe(0);
+  });
+
+  it('runs as a program on the fake (node dist/examples/edu/main.js fake), no root, exit 0', () => {
+    const out = execFileSync(process.execPath, [path.join(REPO, 'dist/examples/edu/main.js'), 'fake'], { encoding: 'utf8' });
+    expect(out).toMatch(/^edu 1\.0 at 0000:00:04\.0 \(FakeEdu\).*\nliveness: ok\nfactorial\(10\) = 3628800\nfake backend.*\nDMA: 2048 random bytes .*: identical\n$/s);
   });
 
   it('answers like edu: inverse liveness, 32-bit only below 0x80, one 64-bit store at 0x80, wrapping factorial', () => {
@@ -92,7 +102,7 @@ describe('driver bugs the fake edu catches', () => {
     regs.write64Relaxed(0x90, BigInt(length));
     regs.write32(0x98, 1); // start
     randomFillSync(src.bytes); // too late
-    while (regs.read32(0x98) & 1);
+    pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
   }
 
   it('a doorbell before the data was written: an ordering violation, and the device got the old bytes', () => {
@@ -112,7 +122,7 @@ describe('driver bugs the fake edu catches', () => {
       regs.write64Relaxed(0x90, 64n);
       if (barrier) dmaWmb();
       regs.write32Relaxed(0x98, 1);
-      while (regs.read32(0x98) & 1);
+      pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
     };
     start(true);
     expect(fake.violations).toEqual([]);
@@ -140,7 +150,7 @@ describe('driver bugs the fake edu catches', () => {
     regs.write64Relaxed(0x90, 512n);
     regs.write32(0x98, 0x1 | 0x2); // start, device -> RAM
     dst.free(); // before the transfer finished
-    while (regs.read32(0x98) & 1);
+    pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
     expect(fake.violations.map((v) => v.kind)).toEqual(['dma']);
   });
 
@@ -169,7 +179,7 @@ describe('driver bugs the fake edu catches', () => {
       r.write64(0x88, BigInt(EDU_BUFFER));
       r.write64(0x90, count);
       r.write32(0x98, 1);
-      while (r.read32(0x98) & 1);
+      pollUntil(() => (r.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
       expect(fixed.violations.length).toBe(ok ? 0 : 1);
     }
     expect(fixed.dead).toBe(false);

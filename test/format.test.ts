@@ -20,6 +20,7 @@ describe('CLI formatting', () => {
   it('formats sizes and bigints', () => {
     expect(formatSize(1536)).toBe('1.5 KiB');
     expect(formatSize(64 << 20)).toBe('64 MiB');
-    expect(JSON.parse(toJson({ a: 0x100000000n }))).toEqual({ a: '0x100000000' });
+    expect(JSON.parse(toJson({ start: 0x100000000n, size: 4096n, a: 5n }))).toEqual({ start: '0x100000000', size: 4096, a: 5 });
+    expect(JSON.parse(toJson({ phys: 4096, bus: null }))).toEqual({ phys: '0x1000', bus: null }); // number addresses too
   });
 });

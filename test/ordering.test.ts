@@ -53,6 +53,43 @@ describe('barriers', () => {
     }
     for (const [k, insns] of reads) expect(insns.filter((i) => /fence/.test(i)), k).toEqual([]);
   });
+
+  // arm64 is checked by cross-compiling where Debian's g++-aarch64-linux-gnu is installed
+  // (not part of CI: it is a 100 MB toolchain); the same expectations as Linux's arm64 io.h.
+  const cross = spawnSync('aarch64-linux-gnu-g++', ['--version']).status === 0 && spawnSync('aarch64-linux-gnu-objdump', ['--version']).status === 0;
+  it.skipIf(!cross)('arm64 (cross-compiled): writeN has dmb oshst before the store, readN dmb oshld after the load, relaxed none; barriers as Linux', () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'physmem-arm64-'));
+    try {
+      const headers = ['/usr/include/node', path.join(REPO, 'node_modules/node-addon-api')].map((d) => '-I' + d);
+      const insns = new Map<string, string[]>();
+      for (const src of ['physmem.cc', 'barrier.cc']) {
+        const obj = path.join(out, src + '.o');
+        const cc = spawnSync('aarch64-linux-gnu-g++', ['-std=c++17', '-O2', '-DNAPI_VERSION=8', '-DNAPI_CPP_EXCEPTIONS', '-fexceptions', ...headers, '-c', path.join(REPO, 'native', src), '-o', obj], { encoding: 'utf8' });
+        expect(cc.status, cc.stderr).toBe(0);
+        const dis = spawnSync('aarch64-linux-gnu-objdump', ['-d', '-C', '--no-show-raw-insn', obj], { encoding: 'utf8', maxBuffer: 64 << 20 }).stdout;
+        let cur: string[] | undefined;
+        for (const line of dis.split('\n')) {
+          const head = /^[0-9a-f]+ <(?:Napi::Value )?pm::(?:\(anonymous namespace\)::)?([A-Za-z0-9]+(?:<[^>]*>)?)/.exec(line);
+          if (head) insns.set(head[1].replace(/\(pm::\(anonymous namespace\)::Order\)/g, ''), (cur = []));
+          else if (cur && /^\s+[0-9a-f]+:\s/.test(line)) cur.push(line.replace(/^\s+[0-9a-f]+:\s+/, '').trim());
+        }
+      }
+      const fences = (k: string): string[] => (insns.get(k) ?? ['<missing>']).filter((i) => /^(dmb|dsb)\b/.test(i)).map((i) => i.replace(/\s+/g, ' '));
+      for (const t of ['unsigned char', 'unsigned short', 'unsigned int']) {
+        expect(fences(`WriteN<${t}, 1>`)).toEqual(['dmb oshst']);
+        expect(fences(`ReadN<${t}, 1>`)).toEqual(['dmb oshld']);
+        expect(fences(`WriteN<${t}, 0>`)).toEqual([]);
+        expect(fences(`ReadN<${t}, 0>`)).toEqual([]);
+      }
+      expect([fences('Write64<1>'), fences('Read64<1>'), fences('Write64<0>'), fences('Read64<0>')]).toEqual([['dmb oshst'], ['dmb oshld'], [], []]);
+      const barrier = (name: string): string[] => fences(`JsBarrier<&pm::${name}>`);
+      expect([barrier('Mb'), barrier('Rmb'), barrier('Wmb'), barrier('DmaRmb'), barrier('DmaWmb'), barrier('WcFlush')]).toEqual([
+        ['dsb sy'], ['dsb ld'], ['dsb st'], ['dmb oshld'], ['dmb oshst'], ['dsb st'],
+      ]);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
 
 describe('Mmio ordered and relaxed accessors (a regular file mapped as a BAR)', () => {

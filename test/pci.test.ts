@@ -45,6 +45,7 @@ function barBytes(name: string, bdf = EDU_LIKE.bdf): Buffer {
 beforeEach(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'physmem-sysfs-'));
   fs.chmodSync(root, 0o755); // the non-root child below must be able to look inside
+  process.env.PHYSMEM_LOCK_DIR = path.join(root, 'locks'); // device locks of the fake tree stay in it
   makeSysfs(root, [
     EDU_LIKE,
     { bdf: '0000:00:02.0', vendor: 0x1234, device: 0x1111, classCode: 0x030000 },
@@ -98,7 +99,7 @@ describe('PciDevice against a fake sysfs tree', () => {
       }
     })();
     expect(err?.code).toBe('ENOENT');
-    expect(err?.message).toMatch(/no PCI device 8086:1234.*present: 0000:00:02\.0 1234:1111, 0000:00:05\.0 1234:11e8/);
+    expect(err?.message).toMatch(/no PCI device 8086:1234.*present: 0000:00:02\.0 1234:1111 class 0x030000, 0000:00:05\.0 1234:11e8 class 0x00ff00/);
     expect(() => PciDevice.find({ vendor: 0x12345, device: 1, sysfsRoot: root })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
   });
 

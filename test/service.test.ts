@@ -846,8 +846,8 @@ describe('physmem status (collectStatus / formatStatus)', () => {
     expect(at).toBe(0x1_0000_0000n + 65536n);
     const blocks = r.map.filter((m) => m.state !== 'free');
     expect(blocks).toHaveLength(3);
-    expect(blocks.find((m) => m.phys === a1.phys.toString())).toMatchObject({ size: 8192, state: 'used', client: a.clientId });
-    expect(blocks.find((m) => m.phys === b1.phys.toString())).toMatchObject({ size: 4096, state: 'used', client: b.clientId });
+    expect(blocks.find((m) => m.phys === '0x' + a1.phys.toString(16))).toMatchObject({ size: 8192, state: 'used', client: a.clientId });
+    expect(blocks.find((m) => m.phys === '0x' + b1.phys.toString(16))).toMatchObject({ size: 4096, state: 'used', client: b.clientId });
     expect(blocks.find((m) => m.state === 'quarantined')).toMatchObject({ size: 4096, client: gone.clientId });
     expect(r.map.filter((m) => m.state === 'free').reduce((s, m) => s + m.size, 0)).toBe(r.free);
     const text = formatStatus(r);

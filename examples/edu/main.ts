@@ -3,21 +3,24 @@
  * compute a factorial, and DMA random data RAM -> device -> RAM through
  * physmem buffers, checking every byte.
  *
- *   node dist/examples/edu/main.js [auto|devmem|hugepage]
+ *   node dist/examples/edu/main.js [auto|devmem|hugepage|fake]
  *   node dist/examples/edu/main.js --vfio [msi|intx] [bdf]   (vfio.ts: IOMMU, interrupts)
  *
  * Run as root in a QEMU guest started with `-device edu,dma_mask=0xffffffffff`
  * and DMA memory: mem=/memmap= on the kernel command line (devmem, picked by
  * 'auto'), or huge pages (`echo 8 > /proc/sys/vm/nr_hugepages`, then 'hugepage').
+ * 'fake' runs the same driver code anywhere, without root, against
+ * physmem/testing's model of edu and the fake backend.
  * @module
  */
 import { randomFillSync } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { PhysmemError, openPoolSync, type Pool } from '../../lib/index.js';
+import { FakeEdu } from '../../lib/testing/index.js';
 import { Edu } from './edu.js';
 
 /** Which memory the example takes its DMA buffers from. */
-export type ExampleBackend = 'auto' | 'devmem' | 'hugepage';
+export type ExampleBackend = 'auto' | 'devmem' | 'hugepage' | 'fake';
 
 function openDmaPool(backend: ExampleBackend): Pool {
   const pool = backend === 'hugepage' ? openPoolSync({ backend, pages: 1 }) : openPoolSync({ backend });
@@ -71,6 +74,10 @@ export function runExample(edu: Edu, pool: Pool, log: (line: string) => void = c
  * @throws {PhysmemError} ENOENT (no edu device), EACCES (not root), ENOMEM (no DMA memory), EIO (data mismatch), ETIMEDOUT.
  */
 export function main(backend: ExampleBackend = 'auto', log: (line: string) => void = console.log): void {
+  if (backend === 'fake') {
+    mainFake(log);
+    return;
+  }
   const edu = Edu.open();
   let pool: Pool | undefined;
   try {
@@ -79,6 +86,23 @@ export function main(backend: ExampleBackend = 'auto', log: (line: string) => vo
   } finally {
     pool?.close();
     edu.close();
+  }
+}
+
+/**
+ * The example on physmem/testing's FakeEdu and a fake-backend pool: no
+ * device, no root. Ends by checking the model saw no driver bug.
+ * @throws {PhysmemError} EIO when the model recorded a violation.
+ */
+function mainFake(log: (line: string) => void): void {
+  const pool = openPoolSync({ backend: 'fake', size: 1 << 20 });
+  const fake = new FakeEdu({ pool });
+  try {
+    runExample(new Edu(fake.mapBar(0), { irq: fake, name: `${fake.bdf} (FakeEdu)` }), pool, log);
+    fake.assertNoViolations();
+  } finally {
+    fake.close();
+    pool.close();
   }
 }
 

@@ -8,9 +8,10 @@
  * a block is allocated (and zeroed, unless `zero: false`).
  * @module
  */
-import { fstatSync } from 'node:fs';
-import { PhysmemError, invalidArgument } from '../errors.js';
+import { existsSync, fstatSync } from 'node:fs';
+import { PhysmemError, describeCode, invalidArgument } from '../errors.js';
 import { DEVMEM_LOCK_KIND, lockRegion, type RegionLock } from '../locks.js';
+import { quiesceOrphanedDevices } from '../pci/quiesce.js';
 import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native } from '../native.js';
 import { checkExplicitRange, discoverRegions, readMemoryMaps } from '../discovery/index.js';
@@ -47,6 +48,15 @@ export interface DevmemBackendOptions {
    * Default: `$PHYSMEM_LOCK_DIR`, else /run/physmem.
    */
   lockDir?: string;
+  /**
+   * Before any memory is handed out, look for PCI devices a crashed userspace
+   * driver left doing DMA (bus mastering on, no kernel driver, no live owner)
+   * and quiesce them (bus mastering off, reset where possible), with a
+   * `PHYSMEM_QUIESCED` warning each: their queues may point into the memory
+   * this pool is about to hand out. Needs root and sysfs (skipped otherwise).
+   * Default true. See docs/pci.md.
+   */
+  quiesceOrphans?: boolean;
 }
 
 /** Regions are mapped in windows of this many bytes, on first use. */
@@ -54,10 +64,19 @@ const WINDOW = 2 * 1024 * 1024;
 
 const REGIONS_HINT = 'run `physmem regions` to see what is reserved and how to reserve memory (mem= or memmap= on the kernel command line)';
 
+/**
+ * What works instead on a kernel without /dev/mem: said before any advice to
+ * reserve memory, which cannot help there.
+ */
+export const NO_DEVMEM_ALTERNATIVES =
+  "the devmem backend cannot work on this kernel, whatever memory is reserved (reserving memory and rebooting will not help). " +
+  "Use instead: backend 'hugepage' (huge pages, as root, no reboot), 'udmabuf' (the u-dma-buf kernel module), or 'vfio' " +
+  '(a device bound to vfio-pci behind an IOMMU); `physmem doctor` shows which is ready here. Or run a kernel built with CONFIG_DEVMEM=y';
+
 function openHint(code: string): string | undefined {
   switch (code) {
     case 'ENOENT':
-      return 'this kernel has no /dev/mem (built without CONFIG_DEVMEM); use the udmabuf or hugepage backend, or a kernel with CONFIG_DEVMEM=y';
+      return `this kernel has no /dev/mem (built without CONFIG_DEVMEM): ${NO_DEVMEM_ALTERNATIVES}`;
     case 'EACCES':
     case 'EPERM':
       return 'opening /dev/mem needs root (CAP_SYS_RAWIO): run as root, e.g. with sudo';
@@ -136,6 +155,10 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
   if (cache !== 'cached' && cache !== 'uncached') throw invalidArgument(`cache must be 'cached' or 'uncached', got ${String(cache)}`);
   const busOffset = BigInt(o.busOffset ?? 0);
   const devicePath = o.devicePath ?? '/dev/mem';
+  // Before discovery: without the device, no reservation can help, and discovery would advise one.
+  if (!existsSync(devicePath)) {
+    throw new PhysmemError('ENOENT', describeCode('ENOENT'), { syscall: 'open', path: devicePath, hint: openHint('ENOENT') });
+  }
   let { ranges, source } = resolveRanges(o, page);
   if (o.size !== undefined) {
     if (!Number.isSafeInteger(o.size) || o.size <= 0) throw invalidArgument(`size must be a positive integer, got ${String(o.size)}`);
@@ -158,6 +181,7 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
   // use: mapping a whole region makes the kernel write all its page table
   // entries up front (about 0.1 s per GiB), and nothing may be touched anyway.
   // The first window is mapped at once so a kernel refusal shows at open.
+  if (o.quiesceOrphans !== false) quiesceOrphanedDevices({ sysfsRoot: `${o.discoveryRoot ?? ''}/sys`, lockDir: o.lockDir });
   const fd = openFile(devicePath, true, cache === 'uncached', openHint);
   // Locked before anything is mapped, so a second program fails fast.
   let lock: RegionLock | undefined;

@@ -17,6 +17,7 @@ import { closeSync, openSync, readFileSync, readSync, readdirSync } from 'node:f
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { Mapping, closeFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
+import { quiesceOrphanedDevices } from '../pci/quiesce.js';
 import type { Backend, BackendRange } from './types.js';
 
 /** Options of the hugepage backend. */
@@ -31,6 +32,19 @@ export interface HugepageBackendOptions {
   pageSize?: number;
   /** bus = phys + busOffset. Default 0. */
   busOffset?: bigint | number;
+  /**
+   * Before any memory is handed out, look for PCI devices a crashed userspace
+   * driver left doing DMA (bus mastering on, no kernel driver, no live owner)
+   * and quiesce them (bus mastering off, reset where possible), with a
+   * `PHYSMEM_QUIESCED` warning each: their queues may point into the memory
+   * this pool is about to hand out. Needs root and sysfs (skipped otherwise).
+   * Default true. See docs/pci.md.
+   */
+  quiesceOrphans?: boolean;
+  /** sysfs mount point for the orphan scan (tests point it at a fake tree). Default '/sys'. */
+  sysfsRoot?: string;
+  /** Lock directory of the PCI device locks the orphan scan reads. Default: `$PHYSMEM_LOCK_DIR`, else /run/physmem. */
+  lockDir?: string;
 }
 
 /** Where the kernel lists huge page sizes and their counts. */
@@ -284,6 +298,7 @@ export function openHugepageBackend(o: HugepageBackendOptions = {}): Backend {
     throw invalidArgument(`busOffset must be a bigint or an integer number, got ${String(busOffset)}`);
   }
   const label = `memfd:physmem-hugepage (${pages} x ${sizeText(hugeSize)})`;
+  if (o.quiesceOrphans !== false) quiesceOrphanedDevices({ sysfsRoot: o.sysfsRoot, lockDir: o.lockDir });
 
   const mapping = mapHugepages('physmem-hugepage', pages, hugeSize, label);
 

@@ -5,6 +5,7 @@
  * @module
  */
 import { openPoolSync } from '../open.js';
+import { nativeAddonSource } from '../native.js';
 import type { AllocOptions, DmaBuffer } from '../pool.js';
 import { formatSize, hex, memoryMap, table } from './format.js';
 
@@ -91,9 +92,11 @@ export function runDemo(): { json: unknown; text: string } {
     for (const b of live) b.free();
     const after = pool.stats();
     lines.push(`after free: ${after.count} blocks, ${formatSize(after.free)} free of ${formatSize(after.total)}`);
+    const addon = nativeAddonSource() ?? null;
+    if (addon) lines.push(`native addon: ${addon.kind === 'prebuilt' ? 'prebuilt' : 'built here'}, ${addon.path}`);
     const ok = rows.every((r) => r.verified === true) && after.count === 0 && after.free === after.total;
     return {
-      json: { backend: pool.backend, fake: pool.fallbackReason !== undefined || pool.backend === 'fake', fallbackReason: pool.fallbackReason, buffers: rows, statsDuring: during, statsAfter: after, ok },
+      json: { backend: pool.backend, addon, fake: pool.fallbackReason !== undefined || pool.backend === 'fake', fallbackReason: pool.fallbackReason, buffers: rows, statsDuring: during, statsAfter: after, ok },
       text: lines.join('\n'),
     };
   } finally {

@@ -55,7 +55,24 @@ export function memoryMap(blocks: PoolBlock[], width = 64): string {
   return `[${s}] ${hex(start)}..${hex(start + BigInt(span))}`;
 }
 
-/** JSON.stringify that writes bigints as hex strings (`"0x100000000"`). */
+/**
+ * The keys whose values are addresses in the CLI's JSON: always hex strings
+ * (`"0x100000000"`), whether the value is a bigint or a number.
+ */
+export const JSON_ADDRESS_KEYS: ReadonlySet<string> = new Set(['start', 'end', 'phys', 'bus', 'busOffset', 'maxAddress', 'limit', 'ramEnd', 'physBase', 'iova', 'address']);
+
+/**
+ * JSON for every `--json` of the CLI (docs/cli.md): addresses (the keys in
+ * {@link JSON_ADDRESS_KEYS}) as hex strings, sizes and counts as numbers
+ * (other bigints become numbers; exact below 2^53, which every size is).
+ */
 export function toJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? hex(v) : v), 2);
+  return JSON.stringify(
+    value,
+    (k, v) => {
+      if (JSON_ADDRESS_KEYS.has(k) && (typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0))) return hex(v);
+      return typeof v === 'bigint' ? Number(v) : v;
+    },
+    2,
+  );
 }

@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { moduleRoot } from '../native.js';
 import { PhysmemError } from '../errors.js';
 import { runDemo } from './demo.js';
-import { runStat } from './stat.js';
+import { runStat, STAT_BACKENDS, type StatOptions } from './stat.js';
 import { runRegions } from './regions.js';
+import { runDoctor } from './doctor.js';
 import { toJson } from './format.js';
 
 /** Exit code: success. */
@@ -65,10 +66,10 @@ export function buildProgram(): Command {
   program
     .command('stat')
     .description('show the backend physmem would use here and the memory it manages')
-    .addOption(new Option('--backend <name>', 'backend to open').choices(['auto', 'devmem', 'fake']).default('auto'))
-    .option('--size <bytes>', 'size of a fake pool (e.g. 64M)', parseSize)
+    .addOption(new Option('--backend <name>', 'backend to open').choices([...STAT_BACKENDS]).default('auto'))
+    .option('--size <bytes>', 'size of a fake pool, or of a hugepage pool (whole huge pages) (e.g. 64M)', parseSize)
     .option('--json', 'print the result as JSON')
-    .action((o: { backend: 'auto' | 'devmem' | 'fake'; size?: number; json?: boolean }) => emit(!!o.json, runStat(o)));
+    .action((o: StatOptions & { json?: boolean }) => emit(!!o.json, runStat(o)));
 
   program
     .command('regions')
@@ -82,6 +83,12 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('doctor')
+    .description('check everything the backends need here (reserved memory, /dev/mem, STRICT_DEVMEM, lockdown, huge pages, u-dma-buf, IOMMU, vfio-pci, permissions) and say, per backend, ready or the one thing to do')
+    .option('--json', 'print the result as JSON')
+    .action((o: { json?: boolean }) => emit(!!o.json, runDoctor()));
+
+  program
     .command('serve')
     .description('serve one pool to many programs on a Unix socket (standalone mode; see docs/service.md); runs until SIGTERM')
     .requiredOption('--socket <path>', 'Unix socket path (its directory is created mode 0700, 0750 with --group)')
@@ -91,7 +98,8 @@ export function buildProgram(): Command {
     .option('--grace-ms <n>', 'with --state-dir: how long restored blocks wait to be reclaimed before they are released (default 10000)', parseMs)
     .option('--quarantine-ms <n>', "how long a disconnected client's blocks stay allocated (default 1000)", parseMs)
     .option('--group <name>', 'group allowed to connect (socket mode 0660)')
-    .action(async (o: { socket: string; backend: 'fake' | 'devmem'; size?: number; stateDir?: string; graceMs?: number; quarantineMs?: number; group?: string }, cmd: Command) => {
+    .option('--json', 'log one JSON object per event on stderr instead of key=value lines')
+    .action(async (o: { socket: string; backend: 'fake' | 'devmem'; size?: number; stateDir?: string; graceMs?: number; quarantineMs?: number; group?: string; json?: boolean }, cmd: Command) => {
       // Options that would otherwise be ignored silently.
       if (o.graceMs !== undefined && o.stateDir === undefined) cmd.error('error: --grace-ms needs --state-dir (it is the grace period of blocks restored from the journal)', { exitCode: EXIT_USAGE });
       if (o.size !== undefined && o.backend !== 'fake') cmd.error('error: --size is for --backend fake; devmem serves the reserved memory it finds', { exitCode: EXIT_USAGE });

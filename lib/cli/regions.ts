@@ -7,6 +7,9 @@
 import { adviseReservation, findReservedRegions, readMemoryMaps, type ReservationAdvice } from '../discovery/index.js';
 import { listRegionLocks, type RegionHolder } from '../locks.js';
 import { formatSize, hex, table } from './format.js';
+import { iommuLines, iommuReport } from './iommu.js';
+import { NO_DEVMEM_ALTERNATIVES } from '../backends/devmem.js';
+import { existsSync } from 'node:fs';
 
 /** Options of `physmem regions`. */
 export interface RegionsOptions {
@@ -20,6 +23,12 @@ export interface RegionsOptions {
   pageSize?: number;
   /** Lock directory whose locks show which regions are in use. Default: `$PHYSMEM_LOCK_DIR`, else /run/physmem. */
   lockDir?: string;
+  /**
+   * The memory device whose absence is said first (no reservation can help
+   * without it). Default '/dev/mem' on the live system; not checked when
+   * `root` is set (recorded trees hold no /dev) unless given.
+   */
+  devMemPath?: string;
 }
 
 function holderRow(h: RegionHolder): string[] {
@@ -29,6 +38,10 @@ function holderRow(h: RegionHolder): string[] {
 }
 
 const size = (n: bigint) => formatSize(Number(n));
+
+// `pci-0000-00-05.0` (real sysfs) or `pci-<hash>-0000-00-05.0` (a test's fake tree).
+const DEVICE_LOCK = /^pci-(?:[0-9a-f]{12}-)?([0-9a-f]{4})-([0-9a-f]{2})-([0-9a-f]{2}\.[0-7])$/;
+const deviceOfLock = (kind: string) => kind.replace(DEVICE_LOCK, '$1:$2:$3');
 
 function howToReserve(a: ReservationAdvice): string[] {
   const lines: string[] = [];
@@ -112,14 +125,25 @@ export function runRegions(opts: RegionsOptions = {}): { json: unknown; text: st
 
   const locks = listRegionLocks({ dir: opts.lockDir });
   problems.push(...locks.problems);
+  // PciDevice locks (`pci-<bdf>`) say which devices are driven, not which memory is used.
+  const devices = locks.holders.filter((h) => DEVICE_LOCK.test(h.kind));
+  const memory = locks.holders.filter((h) => !DEVICE_LOCK.test(h.kind));
   const inUse: string[] = [];
-  if (locks.holders.length) {
-    inUse.push('', `In use (locks in ${locks.dir}):`, '', table(['memory', 'start', 'end', 'size', 'pid', 'command'], locks.holders.map(holderRow)));
+  if (memory.length) {
+    inUse.push('', `In use (locks in ${locks.dir}):`, '', table(['memory', 'start', 'end', 'size', 'pid', 'command'], memory.map(holderRow)));
   } else if (isFound) {
     inUse.push('', `In use: none (no program holds a lock in ${locks.dir}).`);
   }
+  if (devices.length) {
+    inUse.push('', 'PCI devices driven through physmem/pci:', '', table(['device', 'pid', 'command'], devices.map((h) => [deviceOfLock(h.kind), h.pid === undefined ? '?' : String(h.pid), h.self ? '(this command)' : (h.command ?? '(command line not readable)')])));
+  }
+  const iommu = iommuReport(`${opts.root ?? ''}/sys`);
+  inUse.push('', ...iommuLines(iommu));
 
+  const devMemPath = opts.devMemPath ?? (opts.root ? undefined : '/dev/mem');
+  const noDevmem = devMemPath !== undefined && !existsSync(devMemPath);
   const lines: string[] = [];
+  if (noDevmem) lines.push(`This kernel has no ${devMemPath} (built without CONFIG_DEVMEM): ${NO_DEVMEM_ALTERNATIVES}.`, '');
   if (isFound) {
     const sum = regions.reduce((s, r) => s + r.size, 0n);
     lines.push(`Reserved memory: ${regions.length} region${regions.length === 1 ? '' : 's'}, ${size(sum)} in all.`, '');
@@ -133,20 +157,23 @@ export function runRegions(opts: RegionsOptions = {}): { json: unknown; text: st
     if (found.iomemHidden && asked.length) {
       lines.push('', `The kernel command line has ${asked.map((o) => o.text).join(' ')}: run \`physmem regions\` as root to see what it reserved.`);
     }
-    if (advice) lines.push('', ...howToReserve(advice));
+    if (advice && !noDevmem) lines.push('', ...howToReserve(advice));
     lines.push(...inUse);
   }
   return {
     json: {
       found: isFound,
+      devMem: devMemPath === undefined ? null : { path: devMemPath, present: !noDevmem },
       regions,
       iomemHidden: found.iomemHidden,
       problems,
       firmwareRam: found.firmwareRam,
       cmdline: found.cmdline.raw,
-      advice: advice ?? null,
+      advice: (!noDevmem && advice) || null,
       lockDir: locks.dir,
-      inUse: locks.holders.map((h) => ({
+      iommu,
+      devicesInUse: devices.map((h) => ({ device: deviceOfLock(h.kind), pid: h.pid ?? null, command: h.command ?? null, lockFile: h.lockFile })),
+      inUse: memory.map((h) => ({
         memory: h.kind,
         start: h.start,
         end: h.size === undefined ? null : h.start + h.size - 1n,

@@ -1,23 +1,32 @@
 /**
- * `physmem stat`: which backend physmem would use here and how much memory
- * it manages.
+ * `physmem stat`: which backend physmem would use here, how much memory
+ * it manages, and whether an IOMMU translates DMA (which backend fits).
  * @module
  */
 import { openPoolSync, probeRealBackends, type OpenPoolOptions } from '../open.js';
+import { defaultHugePageSize } from '../backends/hugepage.js';
 import { formatSize, hex, table } from './format.js';
+import { iommuLines, iommuReport } from './iommu.js';
+
+/** The backends `physmem stat --backend` can open (vfio needs a device: see docs/vfio.md). */
+export const STAT_BACKENDS = ['auto', 'devmem', 'udmabuf', 'hugepage', 'fake'] as const;
 
 /** Options of `physmem stat`. */
 export interface StatOptions {
-  /** 'auto' (default), 'devmem' or 'fake'. */
-  backend?: 'auto' | 'devmem' | 'fake';
-  /** Size of a fake pool in bytes. */
+  /** One of {@link STAT_BACKENDS}; default 'auto'. */
+  backend?: (typeof STAT_BACKENDS)[number];
+  /** Bytes: the size of a fake pool, or how much a hugepage pool takes (rounded up to whole huge pages). */
   size?: number;
 }
 
 /** Open the pool as asked, read its stats, close it. */
 export function runStat(o: StatOptions): { json: unknown; text: string } {
+  const huge = defaultHugePageSize() ?? 2 * 1024 * 1024;
   const options: OpenPoolOptions =
-    o.backend === 'fake' || o.backend === 'devmem' ? { backend: o.backend, size: o.size } : { backend: 'auto', quiet: true, size: o.size };
+    o.backend === 'fake' || o.backend === 'devmem' ? { backend: o.backend, size: o.size }
+    : o.backend === 'udmabuf' ? { backend: 'udmabuf' }
+    : o.backend === 'hugepage' ? { backend: 'hugepage', pages: Math.max(1, Math.ceil((o.size ?? huge) / huge)) }
+    : { backend: 'auto', quiet: true, size: o.size };
   const pool = openPoolSync(options);
   try {
     const s = pool.stats();
@@ -34,7 +43,9 @@ export function runStat(o: StatOptions): { json: unknown; text: string } {
       lines.push('', 'real backends:');
       for (const p of probes) lines.push(`  ${p.name}: ${p.reason}`);
     }
-    return { json: { ...s, coherent: pool.coherent, description: pool.describe(), fallbackReason: pool.fallbackReason, probes }, text: lines.join('\n') };
+    const iommu = iommuReport();
+    lines.push('', ...iommuLines(iommu));
+    return { json: { ...s, coherent: pool.coherent, description: pool.describe(), fallbackReason: pool.fallbackReason, probes, iommu }, text: lines.join('\n') };
   } finally {
     pool.close();
   }

@@ -9,10 +9,23 @@ import { PhysmemError, invalidArgument } from '../errors.js';
 import { toPhysmemError } from '../native.js';
 import { Mmio } from './mmio.js';
 import { bindDriver, restoreDriver, unbindDriver } from './bind.js';
+import type { RegionLock } from '../locks.js';
+import {
+  PCI_COMMAND,
+  PCI_COMMAND_INTX_DISABLE,
+  PCI_COMMAND_MASTER,
+  describeQuiesce,
+  liveOwners,
+  lockDevice,
+  noResetReason,
+  quiesceDevice,
+  type QuiesceReport,
+} from './quiesce.js';
 import {
   DEFAULT_SYSFS_ROOT,
   driverOf,
   iommuGroupOf,
+  isTranslated,
   type IommuGroup,
   PCI_BAR_COUNT,
   listPciDevices,
@@ -24,25 +37,60 @@ import {
   type PciResource,
 } from './sysfs.js';
 
-/** Config-space offset of the command register (16 bits). */
-export const PCI_COMMAND = 0x04;
-/** Command register bit: the device responds to memory accesses. */
-export const PCI_COMMAND_MEMORY = 0x2;
-/** Command register bit: the device may master the bus (do DMA). */
-export const PCI_COMMAND_MASTER = 0x4;
-
 /** Options of {@link PciDevice.open}. */
 export interface PciOpenOptions {
   /** sysfs mount point. Default `'/sys'` (tests point it at a fake tree). */
   sysfsRoot?: string;
+  /**
+   * Take the device's exclusive lock (lib/locks.ts: `pci-<bdf>.lock` in the
+   * lock directory), so no second program drives it at the same time. Default
+   * true. Without root the lock is skipped when the lock directory is not
+   * usable: such a process cannot drive the device anyway.
+   */
+  lock?: boolean;
+  /** Lock directory. Default: `$PHYSMEM_LOCK_DIR`, else /run/physmem. */
+  lockDir?: string;
+  /**
+   * Quiesce a crashed driver's leftover on open: when the device has bus
+   * mastering on, no kernel driver, and no live owner (no lock holder, no
+   * process with its BARs or config mapped or open), turn bus mastering off
+   * and reset it where the kernel can, with a `PHYSMEM_QUIESCED` warning (see
+   * {@link PciDevice.quiesced}). Default true; needs the lock and root.
+   */
+  quiesce?: boolean;
 }
 
-/** Options of {@link PciDevice.find}. */
+/** Options of {@link PciDevice.close}. */
+export interface PciCloseOptions {
+  /**
+   * Leave bus mastering as it is. Default false: close() turns it off (when no
+   * kernel driver is bound), so a device cannot write into memory the program
+   * gives back when it ends.
+   */
+  keepBusMaster?: boolean;
+}
+
+/** Options of {@link PciDevice.setBusMaster}. */
+export interface BusMasterOptions {
+  /**
+   * Allow bus mastering in an IOMMU group that translates DMA (type `DMA` or
+   * `DMA-FQ`), where the device sees I/O virtual addresses rather than the
+   * physical addresses physmem's devmem, hugepage and udmabuf pools give.
+   * Default false (EPERM). Set it only when you program IOVAs yourself.
+   */
+  allowTranslatedIommu?: boolean;
+}
+
+/** Options of {@link PciDevice.find}: at least one of vendor, device and classCode. */
 export interface PciFindOptions extends PciOpenOptions {
   /** Vendor ID, e.g. 0x1234. */
-  vendor: number;
+  vendor?: number;
   /** Device ID, e.g. 0x11e8. */
-  device: number;
+  device?: number;
+  /** Class code (24 bits: base class, subclass, programming interface), e.g. 0x010802 for NVMe. */
+  classCode?: number;
+  /** Bits of the class code to compare. Default 0xffffff; 0xffff00 ignores the programming interface, 0xff0000 matches a base class. */
+  classMask?: number;
   /** Which of several matching devices, in address order. Default 0. */
   index?: number;
 }
@@ -60,6 +108,16 @@ export interface MapBarOptions {
 function rootHint(code: string): string | undefined {
   return code === 'EACCES' || code === 'EPERM' ? 'writing PCI config space, enabling devices and mapping BARs need root: run as root, e.g. with sudo' : undefined;
 }
+
+function isRoot(): boolean {
+  return (process.geteuid?.() ?? 0) === 0;
+}
+
+// Devices open in this process, closed (bus mastering off) when it exits normally.
+const openDevices = new Set<PciDevice>();
+process.once('exit', () => {
+  for (const d of [...openDevices]) d.close();
+});
 
 function hex(n: number, width = 0): string {
   return '0x' + n.toString(16).padStart(width, '0');
@@ -95,14 +153,18 @@ export class PciDevice implements PciDeviceInfo {
   readonly configSize: number;
   readonly #configPath: string;
   readonly #sysfsRoot: string;
+  #lock: RegionLock | undefined;
+  #setBusMasterOn = false;
+  #quiesced: QuiesceReport | undefined;
   #readFd: number;
   #writeFd = -1;
   readonly #buf = Buffer.alloc(4);
   readonly #mmios = new Set<Mmio>();
 
-  private constructor(dir: string, info: PciDeviceInfo, sysfsRoot: string) {
+  private constructor(dir: string, info: PciDeviceInfo, sysfsRoot: string, lock: RegionLock | undefined) {
     this.path = dir;
     this.#sysfsRoot = sysfsRoot;
+    this.#lock = lock;
     this.bdf = info.bdf;
     this.vendor = info.vendor;
     this.device = info.device;
@@ -126,14 +188,67 @@ export class PciDevice implements PciDeviceInfo {
   }
 
   /**
-   * Open the device at `bdf` (`'0000:00:04.0'` or `'00:04.0'`).
-   * @throws {PhysmemError} EINVAL (not a PCI address), ENOENT (no such device).
+   * Open the device at `bdf` (`'0000:00:04.0'` or `'00:04.0'`), taking its
+   * exclusive lock and quiescing it when a crashed driver left it doing DMA
+   * (see {@link PciOpenOptions}).
+   * @throws {PhysmemError} EINVAL (not a PCI address), ENOENT (no such device),
+   *   EBUSY (another program, or another PciDevice of this one, drives it: the message names the holder),
+   *   the lock directory errors of lockRegion (as root).
    */
   static open(bdf: string, options: PciOpenOptions = {}): PciDevice {
+    if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
     const canonical = normalizeBdf(bdf);
     const sysfsRoot = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
     const dir = join(pciDevicesDir(sysfsRoot), canonical);
-    return new PciDevice(dir, readDeviceInfo(dir, canonical), sysfsRoot);
+    const info = readDeviceInfo(dir, canonical);
+    let lock: RegionLock | undefined;
+    if (options.lock !== false) {
+      try {
+        lock = lockDevice(canonical, { sysfsRoot, lockDir: options.lockDir });
+      } catch (e) {
+        // Not root and no usable lock directory: this process cannot drive the device anyway.
+        if (isRoot() || (e as { code?: string }).code === 'EBUSY') throw e;
+      }
+    }
+    let dev: PciDevice;
+    try {
+      dev = new PciDevice(dir, info, sysfsRoot, lock);
+    } catch (e) {
+      lock?.release();
+      throw e;
+    }
+    openDevices.add(dev);
+    if (lock !== undefined && options.quiesce !== false) {
+      try {
+        dev.#quiesceIfOrphaned();
+      } catch (e) {
+        dev.close({ keepBusMaster: true });
+        throw e;
+      }
+    }
+    return dev;
+  }
+
+  /**
+   * What opening did to a crashed driver's leftover (bus mastering off, reset
+   * or why not), or undefined when the device needed nothing.
+   */
+  get quiesced(): QuiesceReport | undefined {
+    return this.#quiesced;
+  }
+
+  /** True while this object holds the device's exclusive lock. */
+  get locked(): boolean {
+    return this.#lock !== undefined && !this.#lock.released;
+  }
+
+  #quiesceIfOrphaned(): void {
+    if (!isRoot() || !this.busMaster || this.driver !== undefined) return;
+    // We hold the lock, so no physmem program drives it; a program without physmem shows in /proc.
+    const owners = liveOwners(this.bdf, { sysfsRoot: this.#sysfsRoot, ignoreOwnFds: true });
+    if (owners.length > 0) return;
+    this.#quiesced = quiesceDevice(this.bdf, { sysfsRoot: this.#sysfsRoot });
+    process.emitWarning(describeQuiesce(this.#quiesced, "was found with bus mastering on and no driver (a crashed driver's leftover)"), { code: 'PHYSMEM_QUIESCED' });
   }
 
   /**
@@ -143,16 +258,25 @@ export class PciDevice implements PciDeviceInfo {
    * const edu = PciDevice.find({ vendor: 0x1234, device: 0x11e8 });
    */
   static find(options: PciFindOptions): PciDevice {
-    if (typeof options !== 'object' || options === null) throw invalidArgument('options must be { vendor, device }');
-    const { vendor, device, index = 0 } = options;
+    if (typeof options !== 'object' || options === null) throw invalidArgument('options must be { vendor, device } or { classCode }');
+    const { vendor, device, classCode, classMask = 0xffffff, index = 0 } = options;
     for (const [name, v] of [['vendor', vendor], ['device', device]] as const) {
-      if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw invalidArgument(`${name} must be a 16-bit ID such as 0x1234, got ${String(v)}`);
+      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xffff)) throw invalidArgument(`${name} must be a 16-bit ID such as 0x1234, got ${String(v)}`);
     }
+    for (const [name, v] of [['classCode', classCode], ['classMask', classMask]] as const) {
+      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xffffff)) throw invalidArgument(`${name} must be a 24-bit class code such as 0x010802, got ${String(v)}`);
+    }
+    if (vendor === undefined && device === undefined && classCode === undefined) throw invalidArgument('find needs vendor, device or classCode');
     if (!Number.isInteger(index) || index < 0) throw invalidArgument(`index must be a non-negative integer, got ${String(index)}`);
-    const matches = listPciDevices({ vendor, device, sysfsRoot: options.sysfsRoot });
+    const matches = listPciDevices({ vendor, device, sysfsRoot: options.sysfsRoot }).filter(
+      (d) => classCode === undefined || ((d.classCode ^ classCode) & classMask) === 0,
+    );
     if (index >= matches.length) {
-      const id = `${hex(vendor, 4).slice(2)}:${hex(device, 4).slice(2)}`;
-      const present = listPciDevices({ sysfsRoot: options.sysfsRoot }).map((d) => `${d.bdf} ${hex(d.vendor, 4).slice(2)}:${hex(d.device, 4).slice(2)}`);
+      const id = [
+        vendor === undefined && device === undefined ? undefined : `${vendor === undefined ? '*' : hex(vendor, 4).slice(2)}:${device === undefined ? '*' : hex(device, 4).slice(2)}`,
+        classCode === undefined ? undefined : `class ${hex(classCode & classMask, 6)}${classMask === 0xffffff ? '' : ' mask ' + hex(classMask, 6)}`,
+      ].filter((x) => x !== undefined).join(' ');
+      const present = listPciDevices({ sysfsRoot: options.sysfsRoot }).map((d) => `${d.bdf} ${hex(d.vendor, 4).slice(2)}:${hex(d.device, 4).slice(2)} class ${hex(d.classCode, 6)}`);
       throw new PhysmemError(
         'ENOENT',
         matches.length === 0 ? `no PCI device ${id}` : `only ${matches.length} PCI device(s) ${id}, asked for index ${index}`,
@@ -200,6 +324,10 @@ export class PciDevice implements PciDeviceInfo {
   /** Bind the device to the driver `name` through `driver_override`; see {@link bindDriver}. Needs root. */
   bindDriver(name: string): void {
     if (this.closed) throw this.#closedError('bindDriver');
+    // A kernel driver must not find the device's registers mapped by someone else.
+    if ([...this.#mmios].some((m) => !m.closed)) {
+      throw new PhysmemError('EBUSY', `bindDriver: BARs of ${this.bdf} are still mapped through this PciDevice`, { hint: 'close those Mmio objects first (mmio.close())' });
+    }
     bindDriver(this.bdf, name, { sysfsRoot: this.#sysfsRoot });
   }
 
@@ -297,11 +425,13 @@ export class PciDevice implements PciDeviceInfo {
    * @throws {PhysmemError} EACCES without root.
    */
   enable(): void {
+    this.#checkNoKernelDriver('enable');
     if (!this.enabled) this.#writeEnable('1');
   }
 
-  /** Disable the device through sysfs `enable` when enabled. Needs root. @throws {PhysmemError} EACCES without root. */
+  /** Disable the device through sysfs `enable` when enabled. Needs root. @throws {PhysmemError} EACCES without root, EBUSY while a kernel driver is bound. */
   disable(): void {
+    this.#checkNoKernelDriver('disable');
     if (this.enabled) this.#writeEnable('0');
   }
 
@@ -312,15 +442,81 @@ export class PciDevice implements PciDeviceInfo {
 
   /**
    * Allow (`true`) or forbid (`false`) the device to do DMA: the bus-master bit
-   * (0x4) of the command register, read-modify-written with 16-bit accesses.
-   * Needs root.
-   * @throws {PhysmemError} EACCES without root, EBADF after close.
+   * ({@link PCI_COMMAND_MASTER}) of the command register, read-modify-written
+   * with 16-bit accesses. Needs root.
+   *
+   * Refused in an IOMMU group that translates DMA (type `DMA`/`DMA-FQ`): the
+   * device would see I/O virtual addresses, so the physical addresses of a
+   * devmem, hugepage or udmabuf pool are wrong for it. Use physmem/vfio there,
+   * boot with `iommu=pt`, or opt out with `allowTranslatedIommu`.
+   * @throws {PhysmemError} EPERM (translated IOMMU group), EBUSY (a kernel driver is bound),
+   *   EACCES without root, EBADF after close.
    */
-  setBusMaster(on: boolean): void {
+  setBusMaster(on: boolean, options: BusMasterOptions = {}): void {
     if (typeof on !== 'boolean') throw invalidArgument(`setBusMaster takes a boolean, got ${String(on)}`);
-    const cmd = this.readConfig16(PCI_COMMAND);
-    const next = on ? cmd | PCI_COMMAND_MASTER : cmd & ~PCI_COMMAND_MASTER;
-    if (next !== cmd) this.writeConfig16(PCI_COMMAND, next);
+    if (this.closed) throw this.#closedError('setBusMaster');
+    this.#checkNoKernelDriver('setBusMaster');
+    if (on && options.allowTranslatedIommu !== true) {
+      const g = this.iommuGroup;
+      if (g !== undefined && isTranslated(g.type)) {
+        throw new PhysmemError(
+          'EPERM',
+          `setBusMaster: ${this.bdf} is in IOMMU group ${g.group} of type ${g.type}: the IOMMU translates its DMA, so it sees I/O virtual addresses, and the physical addresses physmem's devmem, hugepage and udmabuf pools give are wrong for it (its DMA would fault or reach other memory)`,
+          {
+            path: join(this.#sysfsRoot, 'kernel', 'iommu_groups', String(g.group), 'type'),
+            hint:
+              `drive it through physmem/vfio (VfioDevice.open('${this.bdf}') and a vfio pool, whose bus addresses are IOVAs mapped for it); ` +
+              `or boot with iommu=pt (groups become identity), or with no driver bound in the group: echo identity > /sys/kernel/iommu_groups/${g.group}/type; ` +
+              'pass { allowTranslatedIommu: true } only if you program IOVAs yourself',
+          },
+        );
+      }
+    }
+    this.#setCommandBit(PCI_COMMAND_MASTER, on);
+    if (on) this.#setBusMasterOn = true;
+  }
+
+  /** True when legacy INTx interrupts are disabled ({@link PCI_COMMAND_INTX_DISABLE}). */
+  get intxDisabled(): boolean {
+    return (this.readConfig16(PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE) !== 0;
+  }
+
+  /**
+   * Disable (`true`) or enable (`false`) legacy INTx interrupts: the
+   * INTx-disable bit (0x400) of the command register. MSI and MSI-X are not
+   * affected. Needs root.
+   * @throws {PhysmemError} EBUSY (a kernel driver is bound), EACCES without root, EBADF after close.
+   */
+  setIntxDisabled(disabled: boolean): void {
+    if (typeof disabled !== 'boolean') throw invalidArgument(`setIntxDisabled takes a boolean, got ${String(disabled)}`);
+    if (this.closed) throw this.#closedError('setIntxDisabled');
+    this.#checkNoKernelDriver('setIntxDisabled');
+    this.#setCommandBit(PCI_COMMAND_INTX_DISABLE, disabled);
+  }
+
+  /**
+   * Reset the device through sysfs `reset`: the kernel picks a function-level
+   * reset, PM reset or bus reset (whichever `reset_method` lists first), saving
+   * and restoring config space around it (BAR mappings stay valid; device
+   * registers return to their reset values). Needs root.
+   * @throws {PhysmemError} ENOTSUP with the reason when the kernel offers no reset
+   *   for this device, EACCES without root, EBADF after close.
+   */
+  reset(): void {
+    if (this.closed) throw this.#closedError('reset');
+    const file = join(this.path, 'reset');
+    const why = noResetReason(this.path);
+    if (why !== undefined) {
+      throw new PhysmemError('ENOTSUP', `${this.bdf} cannot be reset: ${why}`, {
+        path: file,
+        hint: 'quiesce it yourself: setBusMaster(false), then bring it to a known state through its registers',
+      });
+    }
+    try {
+      writeFileSync(file, '1');
+    } catch (e) {
+      throw toPhysmemError(e, file, rootHint((e as { code?: string }).code ?? ''));
+    }
   }
 
   // ---- BARs -----------------------------------------------------------------
@@ -346,6 +542,7 @@ export class PciDevice implements PciDeviceInfo {
       });
     }
     if (res.size > BigInt(Number.MAX_SAFE_INTEGER)) throw new PhysmemError('ENOTSUP', `BAR ${n} is too large to map (${res.size} bytes)`, { path: file });
+    this.#checkNoKernelDriver(`mapBar(${n})`);
     const wc = options.writeCombining === true && existsSync(file + '_wc');
     const mmio = new Mmio({
       path: wc ? file + '_wc' : file,
@@ -359,15 +556,25 @@ export class PciDevice implements PciDeviceInfo {
     return mmio;
   }
 
-  /** Unmap every BAR mapped through this object and close config space. Leaves the device enabled. Idempotent. */
-  close(): void {
+  /**
+   * Turn bus mastering off (unless `keepBusMaster`, or a kernel driver is
+   * bound, or this object neither holds the device lock nor turned bus
+   * mastering on), unmap every BAR mapped through this object, close config space and
+   * release the device lock. Leaves the device enabled. Idempotent; never
+   * throws. Devices still open when the process exits normally are closed
+   * this way too.
+   */
+  close(options: PciCloseOptions = {}): void {
     if (this.#readFd < 0) return;
+    openDevices.delete(this);
+    if (options?.keepBusMaster !== true) this.#busMasterOffAtClose();
     for (const m of this.#mmios) m.close();
     this.#mmios.clear();
     closeSync(this.#readFd);
     this.#readFd = -1;
     if (this.#writeFd >= 0) closeSync(this.#writeFd);
     this.#writeFd = -1;
+    this.#lock?.release(); // last: the device is quiet before another program may take it
   }
 
   /** Alias of {@link PciDevice.close}. */
@@ -376,6 +583,42 @@ export class PciDevice implements PciDeviceInfo {
   }
 
   // ---- internals ----------------------------------------------------------
+
+  #setCommandBit(bit: number, on: boolean): void {
+    const cmd = this.readConfig16(PCI_COMMAND);
+    const next = on ? cmd | bit : cmd & ~bit;
+    if (next !== cmd) this.writeConfig16(PCI_COMMAND, next);
+  }
+
+  // Only the device's owner (the lock holder) or whoever turned DMA on here
+  // turns it off: an object opened with `lock: false` to look may not stop a device another object drives.
+  #busMasterOffAtClose(): void {
+    if (!this.locked && !this.#setBusMasterOn) return;
+    try {
+      if (this.driver === undefined && this.busMaster) this.#setCommandBit(PCI_COMMAND_MASTER, false);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      // Without root nothing could have turned it on through this object.
+      if (code !== 'EACCES' && code !== 'EPERM') {
+        process.emitWarning(`physmem: could not turn bus mastering of ${this.bdf} off at close: ${(e as Error).message}`, { code: 'PHYSMEM_CLOSE' });
+      }
+    }
+  }
+
+  // A kernel driver owns the device: touching its BARs or command register
+  // under it corrupts the driver's state (and the kernel refuses to mmap BARs
+  // a driver claimed, with a bare EINVAL).
+  #checkNoKernelDriver(op: string): void {
+    const driver = this.driver;
+    if (driver === undefined) return;
+    const unbind = join(this.#sysfsRoot, 'bus', 'pci', 'drivers', driver, 'unbind');
+    throw new PhysmemError('EBUSY', `${op}: PCI device ${this.bdf} is bound to the kernel driver ${driver}, which owns it`, {
+      path: join(this.path, 'driver'),
+      hint:
+        (driver === 'vfio-pci' ? "drive it through physmem/vfio (VfioDevice.open), or release it: " : 'release it first: ') +
+        `dev.unbindDriver() (or as root: echo ${this.bdf} > ${unbind}); dev.restoreDriver() gives it back to the kernel afterwards`,
+    });
+  }
 
   #checkOffset(op: string, offset: number, width: number): void {
     if (this.#readFd < 0) throw this.#closedError(op);

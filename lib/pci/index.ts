@@ -2,7 +2,8 @@
  * physmem/pci: what a userspace PCI driver needs next to its DMA memory.
  * Find and open a device through sysfs, enable it and its bus mastering,
  * read and write config space, and map memory BARs for exact-width register
- * access.
+ * access, ordered like Linux's writel/readl (`write32`) or not (`write32Relaxed`);
+ * see docs/ordering.md.
  *
  * @example
  * import { PciDevice } from 'physmem/pci';
@@ -13,9 +14,32 @@
  * console.log(regs.read32(0x00).toString(16)); // 10000ed
  * @module
  */
-export { PciDevice, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY } from './device.js';
-export type { PciOpenOptions, PciFindOptions, MapBarOptions } from './device.js';
+export { PciDevice } from './device.js';
+export type { PciOpenOptions, PciFindOptions, MapBarOptions, PciCloseOptions, BusMasterOptions } from './device.js';
+export {
+  PCI_COMMAND,
+  PCI_COMMAND_IO,
+  PCI_COMMAND_MEMORY,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_SPECIAL,
+  PCI_COMMAND_INVALIDATE,
+  PCI_COMMAND_VGA_PALETTE,
+  PCI_COMMAND_PARITY,
+  PCI_COMMAND_WAIT,
+  PCI_COMMAND_SERR,
+  PCI_COMMAND_FAST_BACK,
+  PCI_COMMAND_INTX_DISABLE,
+  pciLockKind,
+  deviceLockHolder,
+  lockDevice,
+  liveOwners,
+  quiesceDevice,
+  findOrphanedBusMasters,
+  quiesceOrphanedDevices,
+} from './quiesce.js';
+export type { LiveOwner, QuiesceReport, OrphanScanOptions } from './quiesce.js';
 export { Mmio } from './mmio.js';
+export type { MmioSource } from './mmio.js';
 export {
   parseResourceFile,
   normalizeBdf,

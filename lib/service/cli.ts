@@ -20,6 +20,24 @@ export interface ServeCommandOptions {
   quarantineMs?: number;
   /** Group allowed to connect. */
   group?: string;
+  /** Log one JSON object per event (see {@link logLineToJson}) instead of key=value lines. */
+  json?: boolean;
+}
+
+/**
+ * A daemon log line (`<ISO time> physmem[<pid>] event=<name> key=value ...`,
+ * values either bare or JSON-quoted) as one JSON object:
+ * `{"time","pid","event",...}`; numbers become numbers, addresses stay hex strings.
+ */
+export function logLineToJson(line: string): string {
+  const m = /^(\S+) physmem\[(\d+)\] (.*)$/.exec(line);
+  if (!m) return JSON.stringify({ message: line });
+  const out: Record<string, unknown> = { time: m[1], pid: Number(m[2]) };
+  for (const kv of m[3].matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)) {
+    const v = kv[2];
+    out[kv[1]] = v.startsWith('"') ? JSON.parse(v) : /^-?\d+$/.test(v) && Number.isSafeInteger(Number(v)) ? Number(v) : v;
+  }
+  return JSON.stringify(out);
 }
 
 /**
@@ -33,6 +51,7 @@ export async function runServe(o: ServeCommandOptions): Promise<void> {
   if (o.graceMs !== undefined) opts.graceMs = o.graceMs;
   if (o.quarantineMs !== undefined) opts.quarantineMs = o.quarantineMs;
   if (o.group !== undefined) opts.group = o.group;
+  if (o.json === true) opts.log = (line) => process.stderr.write(logLineToJson(line) + '\n');
   // Listen for signals before the socket exists: a SIGTERM that arrives while
   // starting must still shut down cleanly (exit 0), not kill the process.
   let stopRequested = false;

@@ -5,10 +5,11 @@
  */
 import { ServicePool } from './client.js';
 import type { ServiceBlock } from './server.js';
+import { hex } from '../cli/format.js';
 
 /** One entry of the memory map: a block, or free space between blocks. */
 export interface StatusMapEntry {
-  /** Physical address (decimal string). */
+  /** Physical address, a hex string (`"0x100000000"`) like every address in the CLI's JSON. */
   phys: string;
   /** Bytes (whole pages for blocks). */
   size: number;
@@ -116,16 +117,16 @@ function buildReport(
     for (; i < sorted.length && BigInt(sorted[i].phys) < end; i++) {
       const b = sorted[i];
       const p = BigInt(b.phys);
-      if (p > at) map.push({ phys: at.toString(), size: Number(p - at), state: 'free' });
+      if (p > at) map.push({ phys: hex(at), size: Number(p - at), state: 'free' });
       const size = Math.ceil(b.size / page) * page;
       const entry: StatusMapEntry = b.orphan === true
-        ? { phys: b.phys, size, state: 'restored', pid: b.pid }
-        : { phys: b.phys, size, state: b.quarantined ? 'quarantined' : 'used', client: b.client, pid: b.pid };
+        ? { phys: hex(p), size, state: 'restored', pid: b.pid }
+        : { phys: hex(p), size, state: b.quarantined ? 'quarantined' : 'used', client: b.client, pid: b.pid };
       if (b.name !== undefined) entry.name = b.name;
       map.push(entry);
       at = p + BigInt(size);
     }
-    if (at < end) map.push({ phys: at.toString(), size: Number(end - at), state: 'free' });
+    if (at < end) map.push({ phys: hex(at), size: Number(end - at), state: 'free' });
   }
   return {
     socket,
@@ -148,7 +149,7 @@ function buildReport(
 
 /** The report as text: summary, clients, then one line per map entry. */
 export function formatStatus(r: StatusReport): string {
-  const hex = (d: string) => '0x' + BigInt(d).toString(16).padStart(9, '0');
+  const addr = (d: string) => '0x' + BigInt(d).toString(16).padStart(9, '0');
   const lines = [
     `daemon pid ${r.daemonPid} on ${r.socket} (${r.backend} backend)`,
     `total ${r.total} bytes, used ${r.used}, free ${r.free} in ${r.fragments} fragment(s), largest free ${r.largestFree}`,
@@ -159,7 +160,7 @@ export function formatStatus(r: StatusReport): string {
     ...(r.clients.length === 0 ? ['  (none with blocks)'] : r.clients.map((c) => `  client ${c.client} pid ${c.pid}: ${c.blocks} block(s), ${c.bytes} bytes${c.quarantined ? ' (quarantined)' : ''}`)),
     '',
     'memory map:',
-    ...r.map.map((m) => `  ${hex(m.phys)} ${String(m.size).padStart(10)}  ${describeEntry(m)}`),
+    ...r.map.map((m) => `  ${addr(m.phys)} ${String(m.size).padStart(10)}  ${describeEntry(m)}`),
   ];
   if (r.truncated) lines.push('  (block list cut: the daemon sends as many blocks as fit in one 64 KiB reply)');
   return lines.join('\n');

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { closeFile } from '../mapping.js';
 import { native, toPhysmemError, type VfioDeviceInfo, type VfioIrqInfo, type VfioRegionInfo } from '../native.js';
-import { PCI_COMMAND, PCI_COMMAND_MASTER } from '../pci/device.js';
+import { PCI_COMMAND, PCI_COMMAND_MASTER } from '../pci/quiesce.js';
 import { Mmio } from '../pci/mmio.js';
 import { openPoolSync, type VfioPoolOptions } from '../open.js';
 import type { Pool } from '../pool.js';

@@ -38,6 +38,12 @@ const MEM_LIMIT_384M = 0x18000000;
  * @property {object}   expect        handed to the guest tests (JSON)
  */
 
+/**
+ * QEMU's NVMe controller on a null block device (reads zeros, drops writes:
+ * no image file), for a device the kernel's own driver (nvme) claims.
+ */
+export const NVME_DEVICE = ['-blockdev', 'null-co,node-name=nvm,size=67108864', '-device', 'nvme,serial=physmem,drive=nvm'];
+
 /** The edu PCI device (docs/specs/edu.rst); 40-bit DMA mask so it can reach all RAM. */
 export const EDU_DEVICE = ['-device', 'edu,dma_mask=0xffffffffff'];
 export const EDU_PCI_ID = { vendor: 0x1234, device: 0x11e8 };
@@ -50,6 +56,9 @@ export const CONFIGS = [
     memory: '512M',
     kernelArgs: ['mem=384M'],
     edu: true,
+    // A device a kernel driver holds, for physmem/pci's "driver bound" errors.
+    qemuArgs: NVME_DEVICE,
+    modules: ['nvme'],
     expect: {
       memLimit: MEM_LIMIT_384M,
       firmwareRam: FIRMWARE_RAM_512M,
@@ -58,6 +67,7 @@ export const CONFIGS = [
       ],
       hugepages: 0,
       edu: true,
+      nvme: true,
     },
   },
   {
@@ -134,7 +144,7 @@ export const CONFIGS = [
  * dependency order; the rest are there for configs' `modules`.
  */
 export const BASE_MODULES = ['virtio_pci', '9p', '9pnet_virtio'];
-export const INITRAMFS_MODULES = [...BASE_MODULES, 'vfio-pci', 'vfio_iommu_type1', 'uio_pci_generic'];
+export const INITRAMFS_MODULES = [...BASE_MODULES, 'vfio-pci', 'vfio_iommu_type1', 'uio_pci_generic', 'nvme'];
 
 export const DEFAULT_CONFIGS = CONFIGS.filter((c) => !c.optional).map((c) => c.name);
 

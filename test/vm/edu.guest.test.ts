@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Edu, EDU_DEVICE, EDU_MAX_END, EDU_VENDOR } from '../../examples/edu/edu.js';
 import { main as eduExample } from '../../examples/edu/main.js';
 import { hugepageCounts } from '../../lib/backends/hugepage.js';
-import { openPoolSync, type DmaBuffer, type Pool } from '../../lib/index.js';
+import { barrierArch, dmaRmb, dmaWmb, openPoolSync, pollUntil, pollUntilAsync, wmb, type DmaBuffer, type Pool } from '../../lib/index.js';
 import { PciDevice } from '../../lib/pci/index.js';
 import { describeGuest, guestConfig, hex, inGuest } from './guest.js';
 
@@ -34,7 +34,9 @@ describeGuest('physmem/pci on the real edu device', () => {
     expect(dev.readConfig16(2)).toBe(0x11e8);
     expect(dev.readConfig32(0)).toBe(0x11e81234);
     expect(dev.resources[0]).toMatchObject({ kind: 'memory', size: 1n << 20n, prefetchable: false });
-    const again = PciDevice.open(dev.bdf.slice(5)); // short form
+    // A second PciDevice on it is EBUSY (the device lock); one that only looks opts out of the lock.
+    expect(() => PciDevice.open(dev.bdf)).toThrow(expect.objectContaining({ code: 'EBUSY', message: expect.stringMatching(/another PciDevice of this process/) }));
+    const again = PciDevice.open(dev.bdf.slice(5), { lock: false }); // short form
     expect(again.bdf).toBe(dev.bdf);
     again.close();
   });
@@ -76,8 +78,7 @@ describeGuest('physmem/pci on the real edu device', () => {
       regs.write32(0x04, ~0xff); // negative int32: stored as 0xffffff00
       expect(regs.read32(0x04)).toBe(0xff);
       regs.write32(0x08, 5);
-      const deadline = Date.now() + 5000;
-      while (regs.read32(0x20) & 1 && Date.now() < deadline);
+      pollUntil(() => (regs.read32(0x20) & 1) === 0, { timeoutMs: 5000, what: 'factorial done' });
       expect(regs.read32(0x08)).toBe(120);
     } finally {
       regs.close();
@@ -119,7 +120,7 @@ describeGuest('physmem/pci on the real edu device', () => {
 
   it('an I/O-port BAR of another device is refused with ENOTSUP', () => {
     const withIo = PciDevice.list()
-      .map((d) => PciDevice.open(d.bdf))
+      .map((d) => PciDevice.open(d.bdf, { lock: false }))
       .find((d) => {
         const ok = d.resources.slice(0, 6).some((r) => r.kind === 'io');
         if (!ok) d.close();
@@ -137,7 +138,7 @@ describeGuest('physmem/pci on the real edu device', () => {
     expect(regs.read32(0)).toBe(0x010000ed);
     regs.close();
     const prefetchable = PciDevice.list()
-      .map((d) => PciDevice.open(d.bdf))
+      .map((d) => PciDevice.open(d.bdf, { lock: false }))
       .find((d) => {
         const ok = d.resources.slice(0, 6).some((r) => r.prefetchable && fs.existsSync(path.join(d.path, `resource${r.index}_wc`)));
         if (!ok) d.close();
@@ -279,8 +280,8 @@ describeGuest('DMA by the edu device into physmem buffers', () => {
           [5, 2 * 4096 - 1, 4095 - 5], // device offset below: the largest piece edu takes here
         ]) {
           dst.bytes.fill(0x5a);
-          edu.toDevice(src.bus + BigInt(from), 5, len);
-          edu.fromDevice(5, dst.bus + BigInt(to), len);
+          edu.toDevice(src.busAt(from), 5, len);
+          edu.fromDevice(5, dst.busAt(to), len);
           expect(firstDifference(dst.bytes.subarray(to, to + len), src.bytes.subarray(from, from + len))).toBe(-1);
           expect(dst.bytes[to - 1]).toBe(0x5a);
           expect(dst.bytes[to + len]).toBe(0x5a);
@@ -341,6 +342,51 @@ describeGuest('DMA by the edu device into physmem buffers', () => {
       });
     });
   }
+
+  it('ordering on the real device: relaxed doorbell after dmaWmb(), writel doorbell, readl then Atomics.load of the result', async () => {
+    expect(barrierArch()).toBe('x86-64');
+    const pool = openPoolSync({ backend: 'hugepage', pages: 1, pageSize: M2 });
+    try {
+      const src = pool.alloc(1024, { align: 4096 });
+      const dst = pool.alloc(1024, { align: 4096 });
+      const regs = edu.regs;
+      const run = async (cmd: number, from: bigint, to: bigint, relaxedDoorbell: boolean): Promise<void> => {
+        regs.write64Relaxed(0x80, from);
+        regs.write64Relaxed(0x88, to);
+        regs.write64Relaxed(0x90, 1024n);
+        if (relaxedDoorbell) {
+          dmaWmb(); // the data stores above are visible before the doorbell
+          regs.write32Relaxed(0x98, cmd);
+        } else {
+          regs.write32(0x98, cmd); // writel: the barrier is inside
+        }
+        // The async poll lets the event loop run while the device works.
+        await pollUntilAsync(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 5000, intervalUs: 1000, what: 'edu DMA done' });
+      };
+      for (const relaxed of [true, false]) {
+        randomFillSync(src.bytes);
+        wmb();
+        dst.bytes.fill(0);
+        await run(0x1, src.bus, 0x40000n, relaxed);
+        await run(0x3, 0x40000n, dst.bus, relaxed);
+        dmaRmb(); // the completion was read; now the payload
+        const words = new Int32Array(dst.bytes.buffer, 0, 256);
+        const expected = new Int32Array(src.bytes.buffer, 0, 256);
+        // Atomics.load: a load V8 may not hoist or merge (see docs/ordering.md).
+        expect(Array.from({ length: 256 }, (_, i) => Atomics.load(words, i))).toEqual([...expected]);
+      }
+      src.free();
+      dst.free();
+    } finally {
+      pool.close();
+    }
+  });
+
+  it('pollUntil on a register that never changes: ETIMEDOUT naming what was awaited', () => {
+    expect(() => pollUntil(() => (edu.regs.read32(0x24) & 0x8000_0000) !== 0, { timeoutMs: 50, what: 'an edu interrupt cause nobody raised' })).toThrow(
+      expect.objectContaining({ code: 'ETIMEDOUT', message: expect.stringMatching(/an edu interrupt cause nobody raised did not happen within 50 ms/) }),
+    );
+  });
 
   it('edu refuses transfers that would end at the end of its buffer (QEMU 7.2 would abort)', () => {
     expect(() => edu.toDevice(0n, 0, EDU_MAX_END + 1)).toThrow(expect.objectContaining({ code: 'EINVAL' }));

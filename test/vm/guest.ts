@@ -33,6 +33,8 @@ export interface GuestConfig {
   iommu?: boolean;
   /** Number of edu devices (config `edu: 2`); 1 when only `edu` is set. */
   eduCount?: number;
+  /** A QEMU nvme controller is present, bound to the kernel's nvme driver. */
+  nvme?: boolean;
 }
 
 let cached: GuestConfig | undefined;

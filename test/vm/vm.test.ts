@@ -53,12 +53,17 @@ if (skipReason) {
 } else {
   setQuiet(!process.env.PHYSMEM_VM_VERBOSE);
   const names = configNames();
+  // Progress goes straight to stderr: these VMs run while vitest collects this file, for minutes.
+  const progress = (line: string) => process.stderr.write(`[vm] ${line}\n`);
   let prep: Prepared | undefined;
   let prepError: unknown;
+  progress(`preparing: host packages (apt-get as root if missing), kernel, initramfs; then ${names.length} config(s): ${names.join(', ')}`);
   try {
     prep = await prepare();
+    progress(`prepared in ${secs(prep.timings.totalMs)} (kernel ${prep.kernel.pkg})`);
   } catch (e) {
     prepError = e;
+    progress(`prepare failed: ${String((e as Error)?.message ?? e)}`);
   }
 
   if (!prep) {
@@ -71,13 +76,30 @@ if (skipReason) {
     const t0 = Date.now();
     const runs = new Map<string, GuestRun>();
     const queue = [...names];
-    await Promise.all(
-      Array.from({ length: Math.min(parallel, queue.length) }, async () => {
-        for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
-          runs.set(name, await runGuestTests(getConfig(name), prep!, { filters }));
-        }
-      }),
-    );
+    const running = new Map<string, number>();
+    // A heartbeat while guests run (TCG is slow): which configs, for how long, how many done.
+    const heartbeat = setInterval(() => {
+      const now = Date.now();
+      progress(`${runs.size}/${names.length} configs done; running ${[...running].map(([n, t]) => `${n} (${secs(now - t)})`).join(', ') || '-'}`);
+    }, 30_000);
+    heartbeat.unref();
+    try {
+      await Promise.all(
+        Array.from({ length: Math.min(parallel, queue.length) }, async () => {
+          for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
+            running.set(name, Date.now());
+            progress(`${name}: booting (config ${names.indexOf(name) + 1} of ${names.length})`);
+            const r = await runGuestTests(getConfig(name), prep!, { filters });
+            running.delete(name);
+            runs.set(name, r);
+            const counts = r.report ? `${r.report.numPassedTests} passed, ${r.report.numFailedTests} failed` : harnessFailure(r)?.split('\n')[0];
+            progress(`${name}: ${counts} in ${secs(r.elapsedMs)} (${runs.size}/${names.length} configs done)`);
+          }
+        }),
+      );
+    } finally {
+      clearInterval(heartbeat);
+    }
     console.log(
       [
         `VM tests: ${names.length} config(s), ${parallel} at a time, ${secs(Date.now() - t0)} in all; prepare ${secs(prep.timings.totalMs)}; kernel ${prep.kernel.pkg}`,
