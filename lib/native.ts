@@ -219,7 +219,9 @@ export interface VfioGroupStatus {
 export interface VfioDeviceInfo {
   /** VFIO_DEVICE_FLAGS_*. */
   flags: number;
+  /** Region indexes the device has (vfio-pci: 9, BARs 0-5, ROM, config, VGA). */
   numRegions: number;
+  /** Interrupt indexes the device has (vfio-pci: 5, INTx, MSI, MSI-X, ERR, REQ). */
   numIrqs: number;
   /** VFIO_DEVICE_FLAGS_RESET: VFIO_DEVICE_RESET is supported. */
   reset: boolean;
@@ -229,10 +231,13 @@ export interface VfioDeviceInfo {
 
 /** From {@link NativeAddon.vfioDeviceGetRegionInfo}. */
 export interface VfioRegionInfo {
+  /** VFIO region index (vfio-pci: 0-5 BARs, 6 ROM, 7 config, 8 VGA). */
   index: number;
   /** VFIO_REGION_INFO_FLAG_*. */
   flags: number;
+  /** pread allowed. */
   readable: boolean;
+  /** pwrite allowed. */
   writable: boolean;
   /** The region (or the areas in `sparse`) may be mmapped. */
   mmap: boolean;
@@ -250,12 +255,15 @@ export interface VfioRegionInfo {
 
 /** From {@link NativeAddon.vfioDeviceGetIrqInfo}. */
 export interface VfioIrqInfo {
+  /** VFIO irq index (vfio-pci: 0 INTx, 1 MSI, 2 MSI-X, 3 ERR, 4 REQ). */
   index: number;
   /** VFIO_IRQ_INFO_*. */
   flags: number;
   /** Vectors offered (0: none of this kind). */
   count: number;
+  /** Can signal an eventfd. */
   eventfd: boolean;
+  /** Can be masked and unmasked from userspace. */
   maskable: boolean;
   /** The kernel masks it on delivery (INTx): unmask after servicing. */
   automasked: boolean;

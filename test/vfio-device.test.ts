@@ -332,7 +332,7 @@ describe.skipIf(skipNative)('native VFIO device functions refuse bad input witho
     }
   });
 
-  it('a watcher whose callback unwatches itself, and a worker ending with a live watch, do not crash', () => {
+  it('a watcher whose callback unwatches itself, a worker ending with a live watch, and an unreferenced watch let the process end cleanly', () => {
     const addon = path.resolve('build/Release/physmem.node');
     const script = `
       const { Worker } = require('node:worker_threads');
@@ -343,6 +343,9 @@ describe.skipIf(skipNative)('native VFIO device functions refuse bad input witho
       const w = new Worker(\`const n = require(${JSON.stringify(addon)}); const fd = n.eventfdCreate();
         n.eventfdWatch(fd, (c) => { console.log('worker', c); process.exit(0); }); n.eventfdWrite(fd, 3);\`, { eval: true });
       w.on('exit', (code) => console.log('worker exit', code));
+      // Unreferenced: does not keep the process alive (nobody waits on it).
+      const idle = n.eventfdWatch(n.eventfdCreate(), () => {});
+      n.eventfdWatchRef(idle, false);
     `;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
     expect(r.status, r.stderr).toBe(0);

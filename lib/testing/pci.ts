@@ -10,7 +10,7 @@ import { PhysmemError, invalidArgument } from '../errors.js';
 import { writeBarrierCount } from '../ordering.js';
 import type { Pool } from '../pool.js';
 import { Mmio, type MmioAccessors } from '../pci/mmio.js';
-import type { EnableInterruptsOptions, InterruptSource, InterruptType, WaitInterruptOptions } from '../vfio/irq.js';
+import { interruptIterator, type EnableInterruptsOptions, type InterruptSource, type InterruptType, type WaitInterruptOptions } from '../vfio/irq.js';
 import { FakeDmaDevice } from './dma.js';
 
 /** Width of one register access in bytes. */
@@ -365,15 +365,8 @@ export class FakePciDevice implements InterruptSource, Disposable {
   }
 
   /** @inheritDoc */
-  async *interrupts(vector: number, options: { signal?: AbortSignal } = {}): AsyncIterableIterator<number> {
-    for (;;) {
-      try {
-        yield await this.waitInterrupt(vector, { signal: options.signal });
-      } catch (e) {
-        if (e instanceof PhysmemError && (e.code === 'EBADF' || e.code === 'ECANCELED')) return;
-        throw e;
-      }
-    }
+  interrupts(vector: number, options: { signal?: AbortSignal } = {}): AsyncIterableIterator<number> {
+    return interruptIterator((v, o) => this.waitInterrupt(v, o), vector, options);
   }
 
   /** @inheritDoc */

@@ -146,6 +146,7 @@ export class VfioInterrupts {
     return this.#vectors.length;
   }
 
+  /** See {@link InterruptSource.enableInterrupts}. */
   enable(options: EnableInterruptsOptions): void {
     if (typeof options !== 'object' || options === null) throw invalidArgument('enableInterrupts takes { type, vectors }');
     const { type } = options;
@@ -181,6 +182,7 @@ export class VfioInterrupts {
     this.#vectors = made;
   }
 
+  /** See {@link InterruptSource.disableInterrupts}. */
   disable(): void {
     const type = this.#type;
     if (type === undefined) return;
@@ -199,15 +201,16 @@ export class VfioInterrupts {
     }
   }
 
+  /** See {@link InterruptSource.waitInterrupt}; for INTx also unmasks the line first. */
   wait(vector: number, options: WaitInterruptOptions = {}): Promise<number> {
     let vec: Vector;
     try {
       vec = this.#vector(vector, 'waitInterrupt');
       checkWaitOptions(options);
+      if (vec.masked) this.#unmask(vec);
     } catch (e) {
       return Promise.reject(e);
     }
-    if (vec.masked) this.#unmask(vec);
     if (vec.pending > 0) {
       const c = vec.pending;
       vec.pending = 0;
@@ -240,6 +243,7 @@ export class VfioInterrupts {
     });
   }
 
+  /** See {@link InterruptSource.interrupts}. @throws {PhysmemError} EBADF (not enabled), EINVAL (no such vector). */
   iterate(vector: number, options: { signal?: AbortSignal } = {}): AsyncGenerator<number, void, undefined> {
     this.#vector(vector, 'interrupts');
     return interruptIterator((v, o) => this.wait(v, o), vector, options);
