@@ -34,6 +34,8 @@ const MEM_LIMIT_384M = 0x18000000;
  * @property {string[]} [modules]     extra kernel modules to modprobe (must be in INITRAMFS_MODULES)
  * @property {boolean}  [optional]    not booted by default; only with --config NAME
  * @property {number}   [timeoutSeconds] whole boot limit unless PHYSMEM_VM_TIMEOUT is set (default 720)
+ * @property {string[]} [sharedGuestTests] further guest test files this boot runs that stay in the
+ *                                     other boots too (unlike guestTests, they are not claimed)
  * @property {string[]} [guestTests]  the only guest test files this boot runs (globs relative to
  *                                    test/vm); files claimed by any config run in no config that
  *                                    does not list them, so a boot runs only what needs it
@@ -124,6 +126,8 @@ export const CONFIGS = [
     hugepages: 8,
     modules: ['vfio-pci', 'vfio_iommu_type1'],
     guestTests: ['vfio-*.guest.test.ts'],
+    // Also here (and still in the other boots): its IOMMU case needs this machine.
+    sharedGuestTests: ['lifecycle.guest.test.ts'],
     // Two guest files (pools, devices), each collected by its own vitest
     // worker under TCG: the heaviest boot, give it more than the default.
     timeoutSeconds: 900,
@@ -158,7 +162,7 @@ export const CLAIMED_GUEST_TESTS = [...new Set(CONFIGS.flatMap((c) => c.guestTes
  * globs relative to test/vm (for test/vm/vitest.guest.config.mjs).
  */
 export function guestTestSelection(config) {
-  if (config.guestTests) return { include: config.guestTests, exclude: [] };
+  if (config.guestTests) return { include: [...config.guestTests, ...(config.sharedGuestTests ?? [])], exclude: [] };
   return { include: ['**/*.guest.test.ts'], exclude: CLAIMED_GUEST_TESTS };
 }
 
