@@ -115,16 +115,23 @@ export const CONFIGS = [
     // irqchip; without it VFIO_SET_IOMMU is refused (no interrupt remapping).
     // The intel-iommu device must come before the devices it translates for.
     name: 'iommu',
-    description: 'q35 + intel-iommu (TCG, interrupt remapping), two edu devices translated (DMA-FQ), vfio-pci loaded, 8 huge pages',
+    description: 'q35 + intel-iommu (TCG, interrupt remapping), two edu devices translated (DMA-FQ) each in its own group and two more sharing a group behind a PCI bridge, vfio-pci loaded, 8 huge pages',
     memory: '512M',
     qemuArgs: [
       '-machine', 'q35,kernel-irqchip=split',
       '-device', 'intel-iommu,intremap=on,caching-mode=on',
+      // Two more edus behind a conventional PCI bridge: they share one IOMMU
+      // group with it (their requests alias to the bridge), which stages the
+      // group-viability error and two devices opened in one group. shpc=off:
+      // no hotplug driver binds the bridge.
+      '-device', 'pci-bridge,id=pb1,chassis_nr=1,shpc=off',
+      '-device', 'edu,bus=pb1,addr=1.0,dma_mask=0xffffffffff',
+      '-device', 'edu,bus=pb1,addr=2.0,dma_mask=0xffffffffff',
     ],
     kernelArgs: ['mem=384M', 'intel_iommu=on'],
     edu: 2,
     hugepages: 8,
-    modules: ['vfio-pci', 'vfio_iommu_type1'],
+    modules: ['vfio-pci', 'vfio_iommu_type1', 'uio_pci_generic'],
     guestTests: ['vfio-*.guest.test.ts'],
     // Also here (and still in the other boots): its IOMMU case needs this machine.
     sharedGuestTests: ['lifecycle.guest.test.ts'],
@@ -138,7 +145,7 @@ export const CONFIGS = [
       regions: [{ kind: 'above-mem', start: MEM_LIMIT_384M, end: 0x1ffdefff }],
       hugepages: 8,
       edu: true,
-      eduCount: 2,
+      eduCount: 4,
       iommu: true,
     },
   },
