@@ -214,7 +214,14 @@ export class ServiceBuffer {
    * the block is unmapped); the Promise settles when the daemon confirms.
    * A hot loop need not await it before its next `allocAsync`: the daemon
    * handles one connection's requests in order, so that allocation already
-   * sees this memory free (keep the Promise, or `.catch()` it, to learn of errors).
+   * sees this memory free.
+   *
+   * The Promise is marked handled, so a free nobody awaits never crashes the
+   * program (no unhandled rejection) when the daemon dies or refuses it. Its
+   * failure is not lost: it rejects the Promise for whoever awaits it, and the
+   * pool also reports it as a process warning (`PhysmemFreeWarning`, code
+   * `PHYSMEM_FREE_FAILED`; once per pool for a lost connection, since every
+   * later call then fails with ECONNRESET anyway).
    * For a named buffer this drops this client's hold; the last holder's free frees it.
    * @throws {PhysmemError} EINVAL (rejected) if already freed.
    */
@@ -388,9 +395,19 @@ export class ServicePool {
    * Allocate `size` bytes from the daemon's pool, zeroed. Without `wait` fails
    * at once with ENOMEM when nothing fits (GFP_ATOMIC); with `wait`, queues
    * first come first served at the daemon (GFP_KERNEL), with `timeoutMs`
-   * (ETIMEDOUT) and `signal` (ECANCELED).
+   * (ETIMEDOUT) and `signal` (ECANCELED). A client may have at most the daemon's
+   * `--max-waits` (default 1024) waiting allocations at once; past that, EAGAIN.
+   * @throws {PhysmemError} (rejected) ENOTSUP for an option a daemon's pool cannot honour
+   *   (`at`, `boundary`, `maxAddress`, `zero: false`, any other unknown key); EINVAL for bad
+   *   values; ENOMEM, EAGAIN, ETIMEDOUT, ECANCELED as above; EIO when the daemon cannot journal it.
    */
   allocAsync(size: number, options: ServiceAllocOptions = {}): Promise<ServiceBuffer> {
+    try {
+      if (typeof options !== 'object' || options === null) throw invalidArgument(`options must be an object { align, wait, timeoutMs, signal, name }, got ${String(options)}`);
+      unsupportedOption(options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const { align, wait, timeoutMs, signal, name } = options;
     try {
       if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) throw invalidArgument(`size must be a positive integer, got ${String(size)}`);
@@ -518,8 +535,26 @@ export class ServicePool {
   freeBlock(buf: ServiceBuffer): Promise<void> {
     this.#forget(buf);
     const phys = buf.phys;
-    return this.#send((id) => encodeFree(id, phys)).then(toVoid);
+    const p = this.#send((id) => encodeFree(id, phys)).then(toVoid);
+    p.catch(this.#freeFailed); // marks it handled; the warning keeps the error from being lost
+    return p;
   }
+
+  #connectionLossReported = false;
+
+  // A free failed: say so once per lost connection, and every other failure each time.
+  readonly #freeFailed = (e: unknown): void => {
+    const code = e instanceof PhysmemError ? e.code : 'EIO';
+    const lost = code === 'ECONNRESET' || code === 'EBADF';
+    if (lost && this.#connectionLossReported) return;
+    if (lost) this.#connectionLossReported = true;
+    process.emitWarning(
+      lost
+        ? `free() could not reach the physmem daemon (${(e as Error).message}); this and any later unconfirmed frees are the daemon's to reclaim (its quarantine or journal), and this pool's later calls fail with ${code}`
+        : `free() was refused by the physmem daemon: ${(e as Error)?.message ?? String(e)}`,
+      { type: 'PhysmemFreeWarning', code: 'PHYSMEM_FREE_FAILED' },
+    );
+  };
 
   /** Usage of the daemon's pool. */
   async statsAsync(): Promise<ServiceStats> {
@@ -605,6 +640,32 @@ export class ServicePool {
 }
 
 function toVoid(): void {}
+
+/**
+ * Refuse what a daemon's pool cannot honour, rather than ignore it: a {@link Pool}
+ * option (`at`, `boundary`, `maxAddress`, `zero: false`) or any unknown key.
+ * @throws {PhysmemError} ENOTSUP naming the option.
+ */
+function unsupportedOption(options: object): void {
+  for (const k in options) {
+    switch (k) {
+      case 'align':
+      case 'wait':
+      case 'timeoutMs':
+      case 'signal':
+      case 'name':
+        continue;
+      case 'zero':
+        // The daemon zeroes every block it hands out (another client's data must never show).
+        if ((options as { zero?: unknown }).zero === true || (options as { zero?: unknown }).zero === undefined) continue;
+        break;
+    }
+    if ((options as Record<string, unknown>)[k] === undefined) continue; // { at: undefined } asks for nothing
+    throw new PhysmemError('ENOTSUP', `option '${k.slice(0, 40)}' is not supported by a pool served by a daemon`, {
+      hint: k === 'zero' ? 'the daemon zeroes every block it hands out; drop zero: false' : 'a daemon\'s pool takes align, wait, timeoutMs, signal and name; use a linked pool (openPool({ backend })) for the others',
+    });
+  }
+}
 
 function noMapping(): PhysmemError {
   return new PhysmemError('ENOTSUP', 'this connection was opened with mapBlocks: false and cannot map blocks', { hint: 'connect without mapBlocks: false to allocate' });

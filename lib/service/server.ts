@@ -9,14 +9,15 @@
  * of holders instead; the last holder to let go frees them.
  * @module
  */
-import { createServer, type Server, type Socket } from 'node:net';
-import { fstatSync, ftruncateSync, lstatSync, mkdirSync, readFileSync, rmSync, writeSync, chmodSync, chownSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { fstatSync, ftruncateSync, lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, writeSync, chmodSync, chownSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { PhysmemError, hasCode, invalidArgument } from '../errors.js';
 import { RangeAllocator, MAX_OWNER } from '../allocator/index.js';
 import { native, toPhysmemError, type PeerCredentials } from '../native.js';
 import type { DevmemBackendOptions } from '../backends/devmem.js';
 import { FrameDecoder, MAX_FRAME, Outbox, PROTOCOL_VERSION, encodeBlock, encodeDone, encodeFrame, requestParsers, type AllocRequest, type DecodeResult, type Reply, type Request } from './protocol.js';
+import { WaitQueue, type WaitNode } from '../wait-queue.js';
 import { journalPath, newToken, readJournal, writeJournal, type JournalBlock, type JournalData } from './journal.js';
 
 // Owner tag of named buffers: they outlive their creator, so no client's freeAll may take them. Client ids start at 1.
@@ -66,6 +67,11 @@ export interface ServeOptions {
   group?: string;
   /** Where log lines go (one per event). Default: stderr. */
   log?: (line: string) => void;
+  /**
+   * Most allocations one client may have waiting (`wait: true`) at once; past it, its next
+   * waiting allocation fails with EAGAIN. Default {@link DEFAULT_MAX_WAITS}.
+   */
+  maxWaits?: number;
 }
 
 // What to do about a request the daemon cannot read: the message before it says which rule it broke.
@@ -80,6 +86,8 @@ const MAX_LISTED_HOLDERS = 32;
 /** Reply bytes a client may leave unread before the daemon stops reading its requests. */
 const REPLY_BACKLOG = 1 << 20;
 
+/** Default of {@link ServeOptions.maxWaits}: allocations one client may have waiting at once. */
+export const DEFAULT_MAX_WAITS = 1024;
 /** Default quarantine of a disconnected client's blocks, in ms. */
 export const DEFAULT_QUARANTINE_MS = 1000;
 /** Default grace period of restored blocks after a restart with a journal, in ms. */
@@ -114,6 +122,7 @@ interface Client {
   readonly socket: Socket;
   readonly cred: PeerCredentials;
   readonly blocks: Map<number, number>; // address -> bytes asked for
+  readonly waits: Map<number, WaitNode<Waiter>>; // its waiting allocations by request id
   readonly decoder: FrameDecoder<Request>;
   readonly outbox: Outbox;
   /** Requests held back while its replies drain (see #holdBack); undefined when reading. */
@@ -160,47 +169,65 @@ function groupId(name: string): number {
 }
 
 /**
- * Create the socket's directory, or accept an existing one only if it is a
- * real directory (not a symlink) owned by us (or root) that nobody else can write.
+ * Create a directory (the socket's, the state directory), or accept an existing one only if it
+ * is a real directory (not a symlink) owned by us (or root) that nobody else can write.
+ * @returns true when this call created it (a refused start removes it again).
  */
-function safeDirectory(dir: string, mode: number, gid: number | undefined): void {
+function safeDirectory(dir: string, mode: number, gid: number | undefined, what: string): boolean {
   try {
     mkdirSync(dir, { mode });
     if (gid !== undefined) chownSync(dir, process.getuid?.() ?? 0, gid);
     chmodSync(dir, mode);
-    return;
+    return true;
   } catch (e) {
-    if (!hasCode(e, 'EEXIST')) throw toPhysmemError(e, dir, 'create the parent directory first, or choose another --socket path');
+    if (!hasCode(e, 'EEXIST')) throw toPhysmemError(e, dir, `create the parent directory first, or choose another ${what}`);
   }
   const st = lstatSync(dir);
   const uid = process.getuid?.() ?? 0;
-  if (!st.isDirectory()) throw new PhysmemError('ENOTDIR', 'the socket directory is not a directory (or is a symlink)', { path: dir, hint: 'remove it or choose another --socket path' });
-  if (st.uid !== uid && st.uid !== 0) throw new PhysmemError('EPERM', `the socket directory is owned by uid ${st.uid}`, { path: dir, hint: 'use a directory you own' });
+  if (!st.isDirectory()) throw new PhysmemError('ENOTDIR', `${dir} is not a directory (or is a symlink)`, { path: dir, hint: `remove it or choose another ${what}` });
+  if (st.uid !== uid && st.uid !== 0) throw new PhysmemError('EPERM', `the directory is owned by uid ${st.uid}`, { path: dir, hint: 'use a directory you own' });
   // Group-writable is refused even with --group: a member could replace the socket or the lock file.
   if ((st.mode & 0o022) !== 0) {
-    throw new PhysmemError('EPERM', `the socket directory is writable by others (mode ${(st.mode & 0o777).toString(8)})`, {
+    throw new PhysmemError('EPERM', `the directory is writable by others (mode ${(st.mode & 0o777).toString(8)})`, {
       path: dir,
-      hint: 'chmod it 0700 (0750 with --group), or choose a directory only you can write',
+      hint: `chmod it 0700 (0750 with --group), or choose a directory only you can write`,
     });
   }
+  return false;
+}
+
+/** A daemon lock taken by {@link takeLock}. */
+interface DaemonLock {
+  /** Write our pid into the file (for people reading it; the lock is what counts). After a successful start only. */
+  stamp(): void;
+  /** Shutdown: unlink the file while still holding the lock, then unlock. */
+  release(): void;
+  /** Refused start: unlock, and unlink the file only if this start created it (otherwise it is left as it was). */
+  abandon(): void;
 }
 
 /**
- * Take the daemon's lock: a POSIX lock on `<socket>.lock`, which the kernel
- * drops when the daemon dies however it dies, so a crashed daemon never
- * leaves a stale lock behind and two daemons starting at once cannot both
- * win (a pid file checked and replaced by hand could). Returns the release
- * function: unlink the file while still holding the lock, then unlock.
+ * Take a daemon lock: a POSIX lock (fcntl) on `path` (`<socket>.lock`, or `daemon.lock` in the
+ * state directory), which the kernel drops when the daemon dies however it dies, so a crashed
+ * daemon never leaves a stale lock behind and two daemons starting at once cannot both win (a pid
+ * file checked and replaced by hand could).
+ * @param what - what the lock guards, for the EBUSY message ('serves this socket').
  * @throws {PhysmemError} EBUSY naming the daemon (pid) that holds it.
  */
-function takeLock(path: string): () => void {
+function takeLock(path: string, what: string, otherwise: string): DaemonLock {
   const n = native();
   for (let attempt = 0; attempt < 3; attempt++) {
+    let existed = true;
+    try {
+      lstatSync(path);
+    } catch {
+      existed = false;
+    }
     let fd: number;
     try {
       fd = n.lockFileOpen(path);
     } catch (e) {
-      throw toPhysmemError(e, path, 'remove the file if it is not a lock file of yours, or choose another --socket path');
+      throw toPhysmemError(e, path, `remove the file if it is not a lock file of yours, or ${otherwise}`);
     }
     let conflict: ReturnType<typeof n.lockRange>;
     try {
@@ -211,10 +238,11 @@ function takeLock(path: string): () => void {
     }
     if (conflict !== null) {
       n.lockFileClose(fd);
+      // Never unlink here: the holder locks this very file.
       const pid = conflict.pid;
-      throw new PhysmemError('EBUSY', `another physmem daemon (${pid > 0 ? `pid ${pid}` : 'in another PID namespace'}) already serves this socket`, {
+      throw new PhysmemError('EBUSY', `another physmem daemon (${pid > 0 ? `pid ${pid}` : 'in another PID namespace'}) already ${what}`, {
         path,
-        hint: `stop it first${pid > 0 ? ` (kill ${pid})` : ''}, or choose another --socket path`,
+        hint: `stop it first${pid > 0 ? ` (kill ${pid})` : ''}, or ${otherwise}`,
       });
     }
     // A daemon shutting down unlinks the file: if that happened between our open and our
@@ -228,16 +256,27 @@ function takeLock(path: string): () => void {
       /* gone: retry */
     }
     if (same) {
-      try {
-        ftruncateSync(fd, 0);
-        writeSync(fd, `${process.pid}\n`, 0); // for people reading the file; the lock is what counts
-      } catch {
-        /* informational only */
-      }
-      return () => {
-        rmSync(path, { force: true });
+      const unlock = () => {
         n.unlockRange(fd, 0n, 1n);
         n.lockFileClose(fd);
+      };
+      return {
+        stamp: () => {
+          try {
+            ftruncateSync(fd, 0);
+            writeSync(fd, `${process.pid}\n`, 0);
+          } catch {
+            /* informational only */
+          }
+        },
+        release: () => {
+          rmSync(path, { force: true });
+          unlock();
+        },
+        abandon: () => {
+          if (!existed) rmSync(path, { force: true });
+          unlock();
+        },
       };
     }
     n.unlockRange(fd, 0n, 1n);
@@ -260,7 +299,8 @@ export class ServiceServer {
   readonly #alloc: RangeAllocator;
   readonly #clients = new Map<number, Client>();
   readonly #quarantine = new Map<number, { timer: NodeJS.Timeout; blocks: number; bytes: number; pid: number; list: Map<number, number> }>();
-  readonly #waiters: Waiter[] = [];
+  readonly #waiters = new WaitQueue<Waiter>();
+  readonly #maxWaits: number;
   readonly #named = new Map<string, Named>();
   readonly #namedAt = new Map<number, Named>(); // by address
   readonly #quarantineMs: number;
@@ -271,10 +311,13 @@ export class ServiceServer {
   readonly #journal: string | undefined; // path of journal.json, when there is a state directory
   readonly #tokens = new Map<number, string>(); // address -> token of every live block (orphans aside)
   readonly #orphans = new Map<string, Orphan>(); // by token
+  readonly #orphanNames = new Set<string>(); // names of restored named buffers not yet reclaimed
   #graceTimer: NodeJS.Timeout | undefined;
+  #graceMs = 0;
   // Group commit (with a journal): blocks granted in one turn of the event loop go into one
   // journal write, and their replies leave only once it is on disk.
   #granted: { c: Client; req: AllocRequest; addr: number; token: string }[] = [];
+  readonly #uncommitted = new Set<number>(); // addresses in #granted
   #commitScheduled = false;
   // Lookups of a named buffer whose grant is not yet in the journal: answered after the commit.
   #lookups: { c: Client; id: number; addr: number; size: number; name: string }[] = [];
@@ -284,12 +327,13 @@ export class ServiceServer {
   #closed: Promise<void> | undefined;
 
   /** @internal Use {@link startServer}. */
-  constructor(server: Server, memory: ServiceMemory, o: { socket: string; releaseLock: () => void; quarantineMs: number; log: (line: string) => void; journal?: string; restored?: JournalData; graceMs?: number }) {
+  constructor(server: Server, memory: ServiceMemory, o: { socket: string; releaseLock: () => void; quarantineMs: number; log: (line: string) => void; journal?: string; restored?: JournalData; graceMs?: number; maxWaits?: number }) {
     this.#server = server;
     this.#memory = memory;
     this.socketPath = o.socket;
     this.#releaseLock = o.releaseLock;
     this.#quarantineMs = o.quarantineMs;
+    this.#maxWaits = o.maxWaits ?? DEFAULT_MAX_WAITS;
     this.#log = o.log;
     this.#page = native().pageSize();
     this.#alloc = new RangeAllocator(memory.ranges.map((r) => ({ start: r.start, size: r.size })));
@@ -323,10 +367,21 @@ export class ServiceServer {
         });
       }
       this.#orphans.set(b.token, { addr, size: b.size, pid: b.pid, token: b.token, name: b.name, quarantined: b.quarantined === true });
+      if (b.name !== undefined) this.#orphanNames.add(b.name);
     }
-    if (this.#orphans.size === 0) return;
-    this.#log(`event=restore blocks=${this.#orphans.size} graceMs=${graceMs}`);
-    this.#graceTimer = setTimeout(() => this.#releaseOrphans(), graceMs);
+    this.#graceMs = graceMs;
+  }
+
+  /** @internal Called by {@link startServer} once the start can no longer fail: starts the grace period of restored blocks. */
+  start(): void {
+    if (this.#orphans.size === 0 || this.#graceTimer !== undefined) return;
+    this.#log(`event=restore blocks=${this.#orphans.size} graceMs=${this.#graceMs}`);
+    this.#graceTimer = setTimeout(() => this.#releaseOrphans(), this.#graceMs);
+  }
+
+  /** @internal For tests: wait-queue entries looked at so far (serving a request must not walk the queue). */
+  get queueVisits(): number {
+    return this.#waiters.visited;
   }
 
   #releaseOrphans(): void {
@@ -336,6 +391,7 @@ export class ServiceServer {
     // The memory is zeroed when handed out again (#grant), like any freed block.
     for (const o of this.#orphans.values()) bytes += this.#alloc.free(o.addr);
     this.#orphans.clear();
+    this.#orphanNames.clear();
     this.#log(`event=release-orphans blocks=${n} bytes=${bytes}`);
     this.#persistSoon();
     this.#serveWaiters();
@@ -406,6 +462,7 @@ export class ServiceServer {
     const lookups = this.#lookups;
     this.#granted = [];
     this.#lookups = [];
+    this.#uncommitted.clear();
     try {
       this.#persist();
     } catch (e) {
@@ -556,7 +613,7 @@ export class ServiceServer {
     this.#closed ??= new Promise<void>((resolve) => {
       this.#log(`event=shutdown clients=${this.#clients.size}`);
       this.#server.close(() => resolve());
-      for (const w of this.#waiters.splice(0)) if (w.timer) clearTimeout(w.timer);
+      for (const w of this.#waiters.drain()) if (w.timer) clearTimeout(w.timer);
       for (const c of this.#clients.values()) {
         c.gone = true;
         c.socket.destroy();
@@ -586,7 +643,7 @@ export class ServiceServer {
       socket.destroy();
       return;
     }
-    const client: Client = { id: this.#nextClient++, socket, cred, blocks: new Map(), decoder: new FrameDecoder(requestParsers), outbox: new Outbox(socket), queue: undefined, gone: false };
+    const client: Client = { id: this.#nextClient++, socket, cred, blocks: new Map(), waits: new Map(), decoder: new FrameDecoder(requestParsers), outbox: new Outbox(socket), queue: undefined, gone: false };
     this.#clients.set(client.id, client);
     this.#log(`event=connect client=${client.id} pid=${cred.pid} uid=${cred.uid}`);
     socket.on('data', (chunk: Buffer) => this.#onData(client, chunk));
@@ -685,7 +742,7 @@ export class ServiceServer {
         n.holders.add(c.id);
         c.blocks.set(n.addr, n.size);
         // Created this turn and not yet in the journal: answer once it is.
-        if (this.#granted.some((g) => g.addr === n.addr)) this.#lookups.push({ c, id: req.id, addr: n.addr, size: n.size, name: n.name });
+        if (this.#uncommitted.has(n.addr)) this.#lookups.push({ c, id: req.id, addr: n.addr, size: n.size, name: n.name });
         else this.#send(c, this.#blockReply(req.id, n.addr, n.size, n.name));
         return;
       }
@@ -694,9 +751,9 @@ export class ServiceServer {
       case 'free':
         return this.#free(c, req.id, req.phys, req.binary === true);
       case 'cancel': {
-        const i = this.#waiters.findIndex((w) => w.client === c && w.req.id === req.target);
-        if (i >= 0) this.#dropWaiter(i, new PhysmemError('ECANCELED', 'waiting allocation was cancelled', { hint: 'the client cancelled it' }));
-        this.#send(c, { id: req.id, ok: true, cancelled: i >= 0 });
+        const node = c.waits.get(req.target);
+        if (node !== undefined) this.#dropWaiter(node, new PhysmemError('ECANCELED', 'waiting allocation was cancelled', { hint: 'the client cancelled it' }));
+        this.#send(c, { id: req.id, ok: true, cancelled: node !== undefined });
         return;
       }
       case 'stats':
@@ -758,6 +815,7 @@ export class ServiceServer {
       return;
     }
     this.#granted.push({ c, req, addr, token });
+    this.#uncommitted.add(addr);
     if (!this.#commitScheduled) {
       this.#commitScheduled = true;
       process.nextTick(() => this.#commit());
@@ -779,6 +837,7 @@ export class ServiceServer {
     for (const t of tokens) {
       const o = this.#orphans.get(t)!;
       this.#orphans.delete(t);
+      if (o.name !== undefined) this.#orphanNames.delete(o.name);
       // Re-own it: free and take the same range back at once (nothing runs in between).
       this.#alloc.free(o.addr);
       const got = this.#alloc.alloc(this.#rounded(o.size), { at: o.addr, owner: o.name === undefined ? c.id : NAMED_OWNER });
@@ -835,53 +894,65 @@ export class ServiceServer {
 
   #allocRequest(c: Client, req: AllocRequest): void {
     if (req.size > this.#largestRange) throw this.#noMemory(req.size);
-    if (req.name !== undefined && (this.#named.has(req.name) || [...this.#orphans.values()].some((o) => o.name === req.name))) throw nameTaken(req.name);
+    if (req.name !== undefined && (this.#named.has(req.name) || this.#orphanNames.has(req.name))) throw nameTaken(req.name);
     // First come, first served: nobody overtakes an allocation already waiting.
     if (this.#waiters.length === 0 || !req.wait) {
       const addr = this.#tryAlloc(c, req);
       if (addr >= 0) return this.#grant(c, req, addr);
       if (!req.wait) throw this.#noMemory(req.size);
     }
-    if (this.#waiters.some((w) => w.client === c && w.req.id === req.id)) throw invalidArgument(`request id ${req.id} is already waiting`);
+    if (c.waits.has(req.id)) throw invalidArgument(`request id ${req.id} is already waiting`);
+    // Each client's share of the queue is capped: one client cannot fill the daemon's memory with waits.
+    if (c.waits.size >= this.#maxWaits) {
+      throw new PhysmemError('EAGAIN', `this client already has ${c.waits.size} allocations waiting (the most one client may queue)`, {
+        hint: 'wait for some of them to be served before queueing more, or start the daemon with a larger --max-waits',
+      });
+    }
     const w: Waiter = { client: c, req, timer: undefined };
+    const node = this.#waiters.push(w);
+    c.waits.set(req.id, node);
     if (req.timeoutMs !== undefined) {
       w.timer = setTimeout(() => {
-        const i = this.#waiters.indexOf(w);
-        if (i >= 0) {
-          this.#dropWaiter(i, new PhysmemError('ETIMEDOUT', `no ${req.size} bytes became free within ${req.timeoutMs} ms`, {
-            hint: 'free buffers sooner, raise timeoutMs, or give the daemon more memory',
-          }));
-        }
+        this.#dropWaiter(node, new PhysmemError('ETIMEDOUT', `no ${req.size} bytes became free within ${req.timeoutMs} ms`, {
+          hint: 'free buffers sooner, raise timeoutMs, or give the daemon more memory',
+        }));
       }, req.timeoutMs);
     }
-    this.#waiters.push(w);
   }
 
-  #dropWaiter(i: number, e: PhysmemError): void {
-    const [w] = this.#waiters.splice(i, 1);
+  // Take a waiter out of the queue and its client's map (O(1)); false when it was no longer queued.
+  #unqueue(node: WaitNode<Waiter>): boolean {
+    const w = node.value;
     if (w.timer) clearTimeout(w.timer);
-    this.#send(w.client, errorReply(w.req.id, e));
+    w.client.waits.delete(w.req.id);
+    return this.#waiters.remove(node);
+  }
+
+  #dropWaiter(node: WaitNode<Waiter>, e: PhysmemError): void {
+    if (!this.#unqueue(node)) return;
+    this.#send(node.value.client, errorReply(node.value.req.id, e));
     this.#serveWaiters(); // the head may have been holding back smaller requests
   }
 
   #serveWaiters(): void {
-    while (this.#waiters.length !== 0) {
-      const w = this.#waiters[0];
-      let addr: number;
-      try {
-        addr = this.#tryAlloc(w.client, w.req);
-      } catch (e) {
-        this.#waiters.shift();
-        if (w.timer) clearTimeout(w.timer);
-        this.#send(w.client, errorReply(w.req.id, e));
-        continue;
-      }
-      if (addr < 0) return; // strict FIFO: the head waits, and so does everyone behind it
-      this.#waiters.shift();
-      if (w.timer) clearTimeout(w.timer);
-      this.#grant(w.client, w.req, addr);
-    }
+    this.#waiters.serve(this.#serveOne);
   }
+
+  // The head of the queue: true when answered (granted or failed), false when it must go on waiting.
+  readonly #serveOne = (w: Waiter): boolean => {
+    let addr: number;
+    try {
+      addr = this.#tryAlloc(w.client, w.req);
+    } catch (e) {
+      this.#unqueue(w.client.waits.get(w.req.id)!);
+      this.#send(w.client, errorReply(w.req.id, e));
+      return true;
+    }
+    if (addr < 0) return false; // strict FIFO: the head waits, and so does everyone behind it
+    this.#unqueue(w.client.waits.get(w.req.id)!);
+    this.#grant(w.client, w.req, addr);
+    return true;
+  };
 
   #free(c: Client, id: number, phys: bigint, binary: boolean): void {
     const addr = phys <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(phys) : -1;
@@ -907,13 +978,7 @@ export class ServiceServer {
   #disconnect(c: Client): void {
     if (!this.#clients.delete(c.id)) return;
     c.gone = true;
-    for (let i = this.#waiters.length - 1; i >= 0; i--) {
-      const w = this.#waiters[i];
-      if (w.client === c) {
-        if (w.timer) clearTimeout(w.timer);
-        this.#waiters.splice(i, 1);
-      }
-    }
+    for (const node of [...c.waits.values()]) this.#unqueue(node);
     // Named buffers others still hold stay; the rest (own blocks, named ones this client held last) go to quarantine.
     const list = new Map<number, number>();
     for (const [addr, size] of c.blocks) {
@@ -954,10 +1019,53 @@ function defaultLog(line: string): void {
 }
 
 /**
+ * What is at the socket path: nothing (false), or a socket nobody listens on, left by a dead
+ * daemon (true: replace it). Anything else is refused and left alone.
+ * @throws {PhysmemError} ENOTSOCK when it is not a socket (a regular file, a directory, a
+ *   symlink...); EEXIST when a program listens on it (or whether one does cannot be told).
+ */
+async function staleSocket(socket: string): Promise<boolean> {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(socket).isSocket();
+  } catch (e) {
+    if (hasCode(e, 'ENOENT')) return false;
+    throw toPhysmemError(e, socket, 'choose another --socket path');
+  }
+  if (!isSocket) {
+    throw new PhysmemError('ENOTSOCK', 'the --socket path exists and is not a socket; it is left alone', {
+      path: socket,
+      hint: 'choose another --socket path, or remove that file yourself if it is not needed',
+    });
+  }
+  // We hold the daemon lock, so no physmem daemon serves it; but another program might.
+  const code = await new Promise<string>((resolve) => {
+    const c = connect(socket);
+    c.once('connect', () => {
+      c.destroy();
+      resolve('connected');
+    });
+    c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'EIO'));
+  });
+  if (code === 'ECONNREFUSED') return true; // nobody listens: a dead daemon's
+  if (code === 'ENOENT') return false; // gone meanwhile
+  throw new PhysmemError('EEXIST', code === 'connected' ? 'a program (not a physmem daemon holding the lock) listens on the --socket path; it is left alone' : `the --socket path is a socket that cannot be probed (${code}); it is left alone`, {
+    path: socket,
+    hint: 'stop that program or choose another --socket path',
+  });
+}
+
+/**
  * Start a daemon serving one pool on a Unix socket.
- * @throws {PhysmemError} EBUSY when another daemon serves this socket; EPERM/ENOTDIR for an unsafe
- *   socket directory or state directory; EIO when the journal in `stateDir` is unreadable or does not
- *   match the memory (it refuses rather than forget live blocks); the backend's errors.
+ *
+ * A refused start changes nothing on disk: everything is checked (locks, journal, memory file,
+ * what is at the socket path) before anything is created, replaced or removed, and what it
+ * created itself (directories, lock files, a new memory file) is removed again.
+ * @throws {PhysmemError} EBUSY when another daemon serves this socket or uses this state directory;
+ *   ENOTSOCK / EEXIST when the socket path holds something other than a dead daemon's socket;
+ *   EPERM/ENOTDIR for an unsafe socket directory or state directory; EIO when the journal in
+ *   `stateDir` is unreadable or does not match the memory (it refuses rather than forget live
+ *   blocks); EINVAL for bad options; the backend's errors.
  */
 export async function startServer(options: ServeOptions): Promise<ServiceServer> {
   if (typeof options !== 'object' || options === null || typeof options.socket !== 'string' || options.socket === '') {
@@ -968,6 +1076,8 @@ export async function startServer(options: ServeOptions): Promise<ServiceServer>
   if (!Number.isInteger(graceMs) || graceMs < 0 || graceMs > 2 ** 31 - 1) throw invalidArgument(`graceMs must be an integer in [0, 2^31 - 1], got ${String(graceMs)}`);
   const quarantineMs = options.quarantineMs ?? DEFAULT_QUARANTINE_MS;
   if (!Number.isInteger(quarantineMs) || quarantineMs < 0 || quarantineMs > 2 ** 31 - 1) throw invalidArgument(`quarantineMs must be an integer in [0, 2^31 - 1], got ${String(quarantineMs)}`);
+  const maxWaits = options.maxWaits ?? DEFAULT_MAX_WAITS;
+  if (!Number.isSafeInteger(maxWaits) || maxWaits < 0) throw invalidArgument(`maxWaits must be a non-negative integer, got ${String(maxWaits)}`);
   const backend = options.backend ?? 'fake';
   if (backend !== 'fake' && backend !== 'devmem') throw invalidArgument(`backend must be 'fake' or 'devmem', got ${String(backend)}`);
   const log = options.log ?? defaultLog;
@@ -975,27 +1085,32 @@ export async function startServer(options: ServeOptions): Promise<ServiceServer>
   const gid = options.group === undefined ? undefined : groupId(options.group);
   const socket = options.socket;
   const dir = dirname(socket);
-  safeDirectory(dir, gid === undefined ? 0o700 : 0o750, gid);
-  const lockPath = join(dir, `${basename(socket)}.lock`);
-  const releaseLock = takeLock(lockPath);
+  // Undone in reverse order if the start is refused.
+  const undo: (() => void)[] = [];
   let memory: ServiceMemory | undefined;
   let server: Server | undefined;
-  // With live blocks in the journal, the fake memory file holds their content: reuse it, never remove it.
-  let keepMemory = false;
-  const memPath = join(dir, `${basename(socket)}.mem`);
   try {
+    if (safeDirectory(dir, gid === undefined ? 0o700 : 0o750, gid, '--socket path')) undo.push(() => rmdirQuietly(dir));
+    const socketLock = takeLock(join(dir, `${basename(socket)}.lock`), 'serves this socket', 'choose another --socket path');
+    undo.push(() => socketLock.abandon());
+    let stateLock: DaemonLock | undefined;
     let journal: string | undefined;
     let restored: JournalData | undefined;
     if (options.stateDir !== undefined) {
+      const stateDir = options.stateDir;
       // Whoever can write the journal decides what is free: it gets the same care as the socket directory.
-      safeDirectory(options.stateDir, 0o700, undefined);
-      journal = journalPath(options.stateDir);
+      if (safeDirectory(stateDir, 0o700, undefined, '--state-dir')) undo.push(() => rmdirQuietly(stateDir));
+      // Two daemons on one journal would overwrite each other's table: one of them is refused.
+      const lock = takeLock(join(stateDir, STATE_LOCK), 'uses this --state-dir', 'choose another --state-dir');
+      stateLock = lock;
+      undo.push(() => lock.abandon());
+      journal = journalPath(stateDir);
       restored = readJournal(journal);
-      keepMemory = backend === 'fake' && restored !== undefined && restored.blocks.length > 0;
     }
-    // Our lock: whatever is at the socket path is a dead daemon's leftover.
-    rmSync(socket, { force: true });
-    if (!keepMemory) rmSync(memPath, { force: true });
+    const stale = await staleSocket(socket);
+    // With live blocks in the journal, the fake memory file holds their content: reuse it as it is.
+    const keepMemory = backend === 'fake' && restored !== undefined && restored.blocks.length > 0;
+    const memPath = join(dir, `${basename(socket)}.mem`);
     const fileMode = gid === undefined ? 0o600 : 0o660;
     if (backend === 'fake') {
       try {
@@ -1011,6 +1126,23 @@ export async function startServer(options: ServeOptions): Promise<ServiceServer>
       }
     } else memory = openDevmemMemory(options.devmem ?? {});
     server = createServer({ allowHalfOpen: false });
+    // Checks the journal against the memory (backend, size, every block's place) before anything changes.
+    const s = new ServiceServer(server, memory, {
+      socket,
+      releaseLock: () => {
+        socketLock.release();
+        stateLock?.release();
+      },
+      quarantineMs,
+      log: stamp,
+      journal,
+      restored,
+      graceMs,
+      maxWaits,
+    });
+    // Everything checked: from here on, replace what a dead daemon left.
+    if (stale) rmSync(socket, { force: true });
+    memory.publish?.();
     const srv = server;
     // umask so the socket is never more open than its final mode, even briefly.
     const oldMask = process.umask(gid === undefined ? 0o177 : 0o117);
@@ -1028,14 +1160,26 @@ export async function startServer(options: ServeOptions): Promise<ServiceServer>
     if (gid !== undefined) chownSync(socket, process.getuid?.() ?? 0, gid);
     chmodSync(socket, fileMode);
     server.on('error', (e) => stamp(`event=error message=${JSON.stringify(e.message)}`));
-    const s = new ServiceServer(server, memory, { socket, releaseLock, quarantineMs, log: stamp, journal, restored, graceMs });
+    socketLock.stamp();
+    stateLock?.stamp();
+    s.start();
     stamp(`event=start socket=${socket} backend=${memory.name} total=${s.stats().total} device=${memory.devicePath} quarantineMs=${quarantineMs}${journal === undefined ? '' : ` journal=${journal} restored=${s.stats().orphanBlocks}`}`);
     return s;
   } catch (e) {
     server?.close();
-    memory?.close();
-    if (backend === 'fake' && !keepMemory) rmSync(memPath, { force: true });
-    releaseLock();
+    memory?.close(); // a new fake memory file not yet published is removed; a kept one stays as it was
+    for (const f of undo.reverse()) f();
     throw toPhysmemError(e, socket);
+  }
+}
+
+/** Name of the state directory's lock file. */
+export const STATE_LOCK = 'daemon.lock';
+
+function rmdirQuietly(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    /* not empty (not ours to clear) or gone */
   }
 }
