@@ -25,4 +25,4 @@ conformanceSuite('pool served by a daemon (openPool({ service }), fake memory fi
   const socket = join(mkdtempSync(join(root, 'd-')), 'run', 'pool.sock');
   servers.push(await startServer({ socket, size: 8 << 20, log: () => undefined }));
   return ServicePool.connect(socket);
-});
+}, { linked: false });
