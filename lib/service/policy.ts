@@ -52,8 +52,11 @@ export interface Peer {
 
 /** A waiting allocation. */
 export interface Waiter {
+  /** Who asked. */
   readonly peer: Peer;
+  /** What it asked for. */
   readonly req: AllocRequest;
+  /** Its `timeoutMs` timer, if any. */
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -82,13 +85,17 @@ interface BlockRecord {
 
 /** Options of {@link ServicePolicy}. */
 export interface PolicyOptions {
+  /** How long a disconnected client's blocks stay allocated, ms. */
   quarantineMs: number;
+  /** Most waiting allocations per client (EAGAIN past it). */
   maxWaits: number;
+  /** One line per event. */
   log: (line: string) => void;
   /** Path of journal.json, with a state directory. */
   journal?: string;
   /** The journal read at start. */
   restored?: JournalData;
+  /** How long restored blocks wait to be reclaimed, ms. */
   graceMs: number;
 }
 

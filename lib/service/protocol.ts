@@ -140,17 +140,20 @@ export interface WireStats extends Omit<PoolStats, 'busOffset' | 'ranges'> {
 
 /** Reply to `hello`: who we are to the daemon, and where its memory is. */
 export interface HelloReply {
+  /** The request's id. */
   id: number;
   ok: true;
   /** {@link PROTOCOL_VERSION}. */
   version: number;
   /** This connection's client id. */
   client: number;
-  /** This client's pid and uid as the daemon sees them (SO_PEERCRED). */
+  /** This client's pid as the daemon sees it (SO_PEERCRED). */
   pid: number;
+  /** This client's uid as the daemon sees it. */
   uid: number;
   /** The daemon's pid. */
   daemonPid: number;
+  /** The memory served. */
   backend: BackendName;
   /** The file a client maps blocks from. */
   devicePath: string;
