@@ -47,8 +47,9 @@ export { lockRegion, listRegionLocks, prepareLockDir, resolveLockDir, RegionLock
 export type { LockRangeInput, LockedRange, LockRegionOptions, RegionHolder, RegionLockList, ListRegionLocksOptions } from './locks.js';
 export { ServicePool, ServiceBuffer } from './service/client.js';
 export type { ServicePoolOptions, ServiceAllocOptions, ServiceStats } from './service/client.js';
-export { startServer, ServiceServer } from './service/server.js';
+export { startServer, ServiceServer, DEFAULT_MAX_WAITS, DEFAULT_QUARANTINE_MS, DEFAULT_GRACE_MS } from './service/server.js';
 export type { ServeOptions, ServiceBlock } from './service/server.js';
+export type { WireStats } from './service/protocol.js';
 export { nativeAddonSource } from './native.js';
 export type { NativeAddonSource } from './native.js';
 export { VfioDevice, VfioContainer, bindVfio } from './vfio/index.js';

@@ -10,6 +10,7 @@ import type { Backend, BackendName, SyncDirectionCode } from './backends/types.j
 import { toAddressNumber } from './backends/fake.js';
 import { createSubPool, type SubPool, type SubPoolOptions } from './subpool.js';
 import { addressAt } from './address.js';
+import { WaitQueue, type WaitNode } from './wait-queue.js';
 
 /** Options of {@link Pool.alloc}. Addresses accept bigints or numbers. */
 export interface AllocOptions {
@@ -246,7 +247,7 @@ export class Pool {
   readonly #alloc: RangeAllocator;
   readonly #live = new Map<number, number>(); // block address -> backend view id
   readonly #allocOpts: { align?: number; boundary?: number; maxAddress?: number; at?: number } = {};
-  readonly #waiters: Waiter[] = [];
+  readonly #waiters = new WaitQueue<Waiter>();
   readonly #leaks: FinalizationRegistry<number> | undefined; // held value: the block's address
   readonly #leakTokens: object[] = []; // per view id, reused: a fresh token per alloc would cost a hash each time
   readonly #sites: Map<number, string> | undefined; // leakCheck 'trace': address -> allocation stack
@@ -325,9 +326,9 @@ export class Pool {
             signal?.removeEventListener('abort', onAbort);
           },
         };
+        let node: WaitNode<Waiter> | undefined;
         const drop = (e: PhysmemError) => {
-          const i = this.#waiters.indexOf(waiter);
-          if (i >= 0) this.#waiters.splice(i, 1);
+          if (node !== undefined) this.#waiters.remove(node);
           waiter.cleanup();
           reject(e);
           this.#serveWaiters(); // the head may have been blocking smaller requests
@@ -339,7 +340,7 @@ export class Pool {
           })), timeoutMs);
         }
         signal?.addEventListener('abort', onAbort, { once: true });
-        this.#waiters.push(waiter);
+        node = this.#waiters.push(waiter);
       });
     } catch (e) {
       return Promise.reject(e);
@@ -486,7 +487,7 @@ export class Pool {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const w of this.#waiters.splice(0)) {
+    for (const w of this.#waiters.drain()) {
       w.cleanup();
       w.reject(closedError('allocAsync'));
     }
@@ -567,23 +568,25 @@ export class Pool {
   }
 
   #serveWaiters(): void {
-    while (this.#waiters.length !== 0) {
-      const w = this.#waiters[0];
-      let addr: number;
-      try {
-        addr = this.#alloc.alloc(w.size, this.#allocOptions(w.options));
-      } catch (e) {
-        this.#waiters.shift();
-        w.cleanup();
-        w.reject(e);
-        continue;
-      }
-      if (addr < 0) return; // strict FIFO: the head waits, and so does everyone behind it
-      this.#waiters.shift();
-      w.cleanup();
-      w.resolve(this.#wrap(addr, w.size, w.options.zero !== false));
-    }
+    this.#waiters.serve(this.#serveOne);
   }
+
+  // One waiter at the head: true when it was answered (granted or failed), false when it must wait.
+  readonly #serveOne = (w: Waiter): boolean => {
+    let buf: DmaBuffer;
+    try {
+      const addr = this.#alloc.alloc(w.size, this.#allocOptions(w.options));
+      if (addr < 0) return false; // strict FIFO: the head waits, and so does everyone behind it
+      buf = this.#wrap(addr, w.size, w.options.zero !== false);
+    } catch (e) {
+      w.cleanup();
+      w.reject(e);
+      return true;
+    }
+    w.cleanup();
+    w.resolve(buf);
+    return true;
+  };
 }
 
 function maxAddressNumber(v: bigint | number): number {

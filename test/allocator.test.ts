@@ -345,6 +345,22 @@ describe('alloc: options object', () => {
 });
 
 describe('owners', () => {
+  it('setOwner re-tags a live block in place (freeAll follows the new tag); refuses a non-block or a bad tag', () => {
+    const a = new RangeAllocator([{ start: 0, size: MiB }]);
+    const p = a.alloc(4096, { owner: 5 });
+    const q = a.alloc(4096, { owner: 5 });
+    a.setOwner(p, 9);
+    expect([a.ownerOf(p), a.ownerOf(q), a.sizeOf(p)]).toEqual([9, 5, 4096]);
+    expect(a.freeAll(5)).toBe(4096);
+    expect(a.sizeOf(p)).toBe(4096);
+    expect(() => a.setOwner(p + 8, 1)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => a.setOwner(q, 1)).toThrow(expect.objectContaining({ code: 'EINVAL' })); // freed
+    expect(() => a.setOwner(p, -1)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(a.ownerOf(p)).toBe(9);
+    a.check();
+    expect(a.freeAll(9)).toBe(4096);
+  });
+
   it('tags blocks and frees by owner', () => {
     const a = new RangeAllocator([{ start: 0, size: MiB }]);
     const p0 = a.alloc(100);

@@ -407,6 +407,20 @@ export class RangeAllocator {
   }
 
   /**
+   * Give the live block starting at `address` to another owner (its tag for
+   * {@link RangeAllocator.ownerOf} and `freeAll(owner)`), in place: the block
+   * is neither freed nor moved. O(1).
+   * @throws PhysmemError `EINVAL` if no live block starts at `address`, or
+   *   `owner` is not an integer 0..2^31-1.
+   */
+  setOwner(address: number, owner: number): void {
+    checkOwner(owner);
+    const n = this.hashGet(address);
+    if (n < 0) throw invalidArgument(`no live block starts at ${describe(address)}`);
+    this.I[n * NI + I_META] = owner;
+  }
+
+  /**
    * Start address of the live block containing `address` (its start or any
    * byte inside it), or -1 when `address` is in free space or outside every
    * range. O(log n) expected.

@@ -32,6 +32,11 @@ function parseMs(value: string): number {
   return Number(value);
 }
 
+function parseCount(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) > 2 ** 31 - 1) throw new InvalidArgumentError('expected an integer from 0 to 2147483647');
+  return Number(value);
+}
+
 function parseSize(value: string): number {
   const m = /^(\d+)\s*([kmg]?)i?b?$/i.exec(value.trim());
   if (!m) throw new InvalidArgumentError('expected a size such as 65536, 64K, 16M or 1G');
@@ -99,7 +104,10 @@ export function buildProgram(): Command {
     .option('--quarantine-ms <n>', "how long a disconnected client's blocks stay allocated (default 1000)", parseMs)
     .option('--group <name>', 'group allowed to connect (socket mode 0660)')
     .option('--json', 'log one JSON object per event on stderr instead of key=value lines')
-    .action(async (o: { socket: string; backend: 'fake' | 'devmem'; size?: number; stateDir?: string; graceMs?: number; quarantineMs?: number; group?: string; json?: boolean }, cmd: Command) => {
+    .option('--max-waits <n>', 'most allocations one client may have waiting at once; past it EAGAIN (default 1024)', parseCount)
+    .action(async (o: { socket: string; backend: 'fake' | 'devmem'; size?: number; stateDir?: string; graceMs?: number; quarantineMs?: number; group?: string; json?: boolean; maxWaits?: number }, cmd: Command) => {
+      if (o.socket === '') cmd.error('error: --socket needs a path, got an empty string', { exitCode: EXIT_USAGE });
+      if (o.stateDir === '') cmd.error('error: --state-dir needs a directory path, got an empty string', { exitCode: EXIT_USAGE });
       // Options that would otherwise be ignored silently.
       if (o.graceMs !== undefined && o.stateDir === undefined) cmd.error('error: --grace-ms needs --state-dir (it is the grace period of blocks restored from the journal)', { exitCode: EXIT_USAGE });
       if (o.size !== undefined && o.backend !== 'fake') cmd.error('error: --size is for --backend fake; devmem serves the reserved memory it finds', { exitCode: EXIT_USAGE });

@@ -22,6 +22,8 @@ export interface ServeCommandOptions {
   group?: string;
   /** Log one JSON object per event (see {@link logLineToJson}) instead of key=value lines. */
   json?: boolean;
+  /** Most allocations one client may have waiting at once. */
+  maxWaits?: number;
 }
 
 /**
@@ -52,6 +54,7 @@ export async function runServe(o: ServeCommandOptions): Promise<void> {
   if (o.quarantineMs !== undefined) opts.quarantineMs = o.quarantineMs;
   if (o.group !== undefined) opts.group = o.group;
   if (o.json === true) opts.log = (line) => process.stderr.write(logLineToJson(line) + '\n');
+  if (o.maxWaits !== undefined) opts.maxWaits = o.maxWaits;
   // Listen for signals before the socket exists: a SIGTERM that arrives while
   // starting must still shut down cleanly (exit 0), not kill the process.
   let stopRequested = false;

@@ -13,9 +13,30 @@ import { connect, type Socket } from 'node:net';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { closeFile, openFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
-import { ALLOC_TIMEOUT, ALLOC_WAIT, FrameDecoder, MAX_ID, Outbox, allocFieldError, encodeAlloc, encodeFrame, encodeFree, replyParsers, type OkReply, type Reply } from './protocol.js';
-import type { ServiceBlock } from './server.js';
-import type { PoolStats } from '../pool.js';
+import {
+  ALLOC_TIMEOUT,
+  ALLOC_WAIT,
+  FrameDecoder,
+  MAX_ID,
+  Outbox,
+  allocFieldError,
+  encodeAlloc,
+  encodeFrame,
+  encodeFree,
+  parseBlockReply,
+  parseHelloReply,
+  parseListReply,
+  parseReclaimReply,
+  parseStatsReply,
+  replyParsers,
+  type BlockInfo,
+  type BlockReply,
+  type HelloReply,
+  type ServiceBlock,
+  type WireOk,
+  type WireReply,
+  type WireStats,
+} from './protocol.js';
 import type { BackendName } from '../backends/types.js';
 
 /** Options of a pool served by a daemon. */
@@ -39,19 +60,12 @@ export interface ServiceAllocOptions {
 }
 
 /**
- * Usage of a daemon's pool, from {@link ServicePool.statsAsync}: the figures
- * of {@link PoolStats} (used and count include quarantined blocks; used is
- * page-rounded) with the daemon's own, and its ranges without per-range use.
+ * Usage of a daemon's pool, from {@link ServicePool.statsAsync}: {@link WireStats} with
+ * `busOffset` and range starts as bigints.
  */
-export interface ServiceStats extends Omit<PoolStats, 'ranges'> {
-  /** Connected clients. */
-  clients: number;
-  /** Blocks of disconnected clients waiting out their quarantine. */
-  quarantinedBlocks: number;
-  /** Their bytes (as asked for). */
-  quarantinedBytes: number;
-  /** Blocks restored from the journal after a daemon restart that no client has reclaimed yet. */
-  orphanBlocks: number;
+export interface ServiceStats extends Omit<WireStats, 'busOffset' | 'ranges'> {
+  /** bus = phys + busOffset. */
+  busOffset: bigint;
   /** The physical ranges the daemon manages. */
   ranges: { start: bigint; size: number }[];
 }
@@ -66,7 +80,7 @@ export interface ServiceStats extends Omit<PoolStats, 'ranges'> {
  */
 export class PendingTable {
   #ids: number[] = new Array<number>(16).fill(0);
-  #resolve: (((r: OkReply) => void) | undefined)[] = new Array(16).fill(undefined);
+  #resolve: (((r: WireOk) => void) | undefined)[] = new Array(16).fill(undefined);
   #reject: (((e: PhysmemError) => void) | undefined)[] = new Array(16).fill(undefined);
   #mask = 15;
   #next = 1;
@@ -74,7 +88,7 @@ export class PendingTable {
   size = 0;
 
   /** Register a request; returns its id. */
-  add(resolve: (r: OkReply) => void, reject: (e: PhysmemError) => void): number {
+  add(resolve: (r: WireOk) => void, reject: (e: PhysmemError) => void): number {
     if (2 * (this.size + 1) > this.#ids.length) this.#grow();
     let id = this.#next;
     while (this.#ids[id & this.#mask] !== 0) id = id >= MAX_ID ? 1 : id + 1; // skip ids whose slot is taken
@@ -98,7 +112,7 @@ export class PendingTable {
   }
 
   /** Settle the request `reply.id` with `reply`; false when no request has that id. */
-  settle(reply: Reply): boolean {
+  settle(reply: WireReply): boolean {
     const i = reply.id & this.#mask;
     if (reply.id === 0 || this.#ids[i] !== reply.id) return false;
     const resolve = this.#resolve[i]!;
@@ -138,7 +152,7 @@ export class PendingTable {
   }
 }
 
-function replyError(r: Reply & { ok: false }): PhysmemError {
+function replyError(r: WireReply & { ok: false }): PhysmemError {
   // The daemon's message already reads "CODE: detail. hint"; keep it as the detail.
   return new PhysmemError(r.code, r.message.replace(/^[A-Z]+: /, ''));
 }
@@ -214,7 +228,14 @@ export class ServiceBuffer {
    * the block is unmapped); the Promise settles when the daemon confirms.
    * A hot loop need not await it before its next `allocAsync`: the daemon
    * handles one connection's requests in order, so that allocation already
-   * sees this memory free (keep the Promise, or `.catch()` it, to learn of errors).
+   * sees this memory free.
+   *
+   * The Promise is marked handled, so a free nobody awaits never crashes the
+   * program (no unhandled rejection) when the daemon dies or refuses it. Its
+   * failure is not lost: it rejects the Promise for whoever awaits it, and the
+   * pool also reports it as a process warning (`PhysmemFreeWarning`, code
+   * `PHYSMEM_FREE_FAILED`; once per pool for a lost connection, since every
+   * later call then fails with ECONNRESET anyway).
    * For a named buffer this drops this client's hold; the last holder's free frees it.
    * @throws {PhysmemError} EINVAL (rejected) if already freed.
    */
@@ -265,18 +286,18 @@ export class ServicePool {
   #closed = false;
   #closing: Promise<void> | undefined; // set by close(): from then on nothing new is mapped
 
-  private constructor(socket: Socket, hello: OkReply, fd: number, pending: PendingTable, unrefWhenIdle: boolean) {
+  private constructor(socket: Socket, hello: HelloReply, fd: number, pending: PendingTable, unrefWhenIdle: boolean) {
     this.#unrefWhenIdle = unrefWhenIdle;
     this.#socket = socket;
     this.#outbox = new Outbox(socket);
     this.#pending = pending; // the map the socket's data handler resolves
-    this.#page = hello.pageSize as number;
+    this.#page = hello.pageSize;
     this.pageSize = this.#page;
-    this.backend = hello.backend as BackendName;
-    this.busOffset = BigInt(hello.busOffset as string);
-    this.clientId = hello.client as number;
-    this.daemonPid = hello.daemonPid as number;
-    this.devicePath = hello.devicePath as string;
+    this.backend = hello.backend;
+    this.busOffset = BigInt(hello.busOffset);
+    this.clientId = hello.client;
+    this.daemonPid = hello.daemonPid;
+    this.devicePath = hello.devicePath;
     this.#fd = fd;
   }
 
@@ -330,16 +351,16 @@ export class ServicePool {
       /* 'close' follows */
     });
     socket.on('close', () => fail(new PhysmemError('ECONNRESET', 'the connection to the physmem daemon closed', { path, hint: 'is the daemon still running?' })));
-    const hello = await new Promise<OkReply>((resolve, reject) => {
+    const hello = await new Promise<WireOk>((resolve, reject) => {
       const id = pending.add(resolve, reject);
       socket.write(encodeFrame({ op: 'hello', id })); // before any Outbox exists
-    }).catch((e: unknown) => {
+    }).then(parseHelloReply).catch((e: unknown) => {
       socket!.destroy();
       throw e;
     });
     let fd = -1;
     try {
-      if (options.mapBlocks !== false) fd = openFile(hello.devicePath as string, true, false, (code) =>
+      if (options.mapBlocks !== false) fd = openFile(hello.devicePath, true, false, (code) =>
         code === 'EACCES' || code === 'EPERM' ? 'the daemon serves memory this user may not open: run as the daemon\'s user, or start it with --group' : undefined);
     } catch (e) {
       socket.destroy();
@@ -350,16 +371,16 @@ export class ServicePool {
   }
 
   // One JSON request.
-  #request(msg: { op: string; [k: string]: unknown }): Promise<OkReply> {
+  #request(msg: { op: string; [k: string]: unknown }): Promise<WireOk> {
     return this.#send((id) => encodeFrame({ ...msg, id }));
   }
 
   // One request under a fresh id, registered before the frame is queued.
   // Frames queued in one turn of the event loop leave in one write (Outbox).
-  #send(encode: (id: number) => Buffer, duringClose = false): Promise<OkReply> {
+  #send(encode: (id: number) => Buffer, duringClose = false): Promise<WireOk> {
     if (this.#closed || (this.#closing !== undefined && !duringClose)) return Promise.reject(closed());
     if (this.#socket.destroyed) return Promise.reject(new PhysmemError('ECONNRESET', 'the connection to the physmem daemon is closed', { hint: 'open the pool again' }));
-    return new Promise<OkReply>((resolve, reject) => {
+    return new Promise<WireOk>((resolve, reject) => {
       const id = this.#pending.add(resolve, reject);
       this.#lastId = id;
       let frame: Buffer;
@@ -388,9 +409,19 @@ export class ServicePool {
    * Allocate `size` bytes from the daemon's pool, zeroed. Without `wait` fails
    * at once with ENOMEM when nothing fits (GFP_ATOMIC); with `wait`, queues
    * first come first served at the daemon (GFP_KERNEL), with `timeoutMs`
-   * (ETIMEDOUT) and `signal` (ECANCELED).
+   * (ETIMEDOUT) and `signal` (ECANCELED). A client may have at most the daemon's
+   * `--max-waits` (default 1024) waiting allocations at once; past that, EAGAIN.
+   * @throws {PhysmemError} (rejected) ENOTSUP for an option a daemon's pool cannot honour
+   *   (`at`, `boundary`, `maxAddress`, `zero: false`, any other unknown key); EINVAL for bad
+   *   values; ENOMEM, EAGAIN, ETIMEDOUT, ECANCELED as above; EIO when the daemon cannot journal it.
    */
   allocAsync(size: number, options: ServiceAllocOptions = {}): Promise<ServiceBuffer> {
+    try {
+      if (typeof options !== 'object' || options === null) throw invalidArgument(`options must be an object { align, wait, timeoutMs, signal, name }, got ${String(options)}`);
+      unsupportedOption(options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const { align, wait, timeoutMs, signal, name } = options;
     try {
       if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) throw invalidArgument(`size must be a positive integer, got ${String(size)}`);
@@ -411,28 +442,28 @@ export class ServicePool {
   }
 
   // An allocation with an AbortSignal: cancel it at the daemon when the signal fires.
-  async #abortable(request: Promise<OkReply>, id: number, signal: AbortSignal): Promise<ServiceBuffer> {
+  async #abortable(request: Promise<WireOk>, id: number, signal: AbortSignal): Promise<ServiceBuffer> {
     let aborted = false;
     const onAbort = () => {
       aborted = true;
       this.#request({ op: 'cancel', target: id }).catch(() => undefined);
     };
     signal.addEventListener('abort', onAbort, { once: true });
-    let reply: OkReply;
+    let reply: BlockReply;
     try {
-      reply = await request;
+      reply = blockOf(await request);
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
     if (aborted) {
       // Granted before the cancel arrived: give it back, the caller gave up.
-      this.#giveBack(BigInt(reply.phys as bigint));
+      this.#giveBack(BigInt(reply.phys));
       throw new PhysmemError('ECANCELED', 'waiting allocation was aborted', { hint: 'the AbortSignal passed as `signal` fired', cause: signal.reason });
     }
     return this.#mapBlock(reply);
   }
 
-  readonly #mapReply = (reply: OkReply): ServiceBuffer => this.#mapBlock(reply);
+  readonly #mapReply = (reply: WireOk): ServiceBuffer => this.#mapBlock(blockOf(reply));
 
   /**
    * Attach the named buffer `name` created by any client with `allocAsync(size, { name })`:
@@ -442,24 +473,24 @@ export class ServicePool {
   async lookup(name: string): Promise<ServiceBuffer> {
     if (typeof name !== 'string') throw invalidArgument('name must be a string');
     if (this.#fd === -1) throw noMapping();
-    return this.#mapBlock(await this.#request({ op: 'lookup', name }));
+    return this.#mapBlock(parseBlockReply(await this.#request({ op: 'lookup', name })));
   }
 
   // Map the block a reply describes; on failure give it back.
-  #mapBlock(reply: OkReply): ServiceBuffer {
-    const phys = BigInt(reply.phys as string);
+  #mapBlock(reply: BlockInfo): ServiceBuffer {
+    const phys = BigInt(reply.phys);
     if (this.#closing !== undefined || this.#closed || this.#fd === -1) {
       // Granted while closing (a wait queued before close()): give it straight back.
       this.#giveBack(phys);
       throw closed();
     }
-    const size = reply.size as number;
-    const offset = BigInt(reply.offset as string);
+    const size = reply.size;
+    const offset = BigInt(reply.offset);
     let handle = -1;
     let buf: ServiceBuffer;
     try {
       handle = native().mmap(this.#fd, offset, Math.ceil(size / this.#page) * this.#page, true);
-      buf = new ServiceBuffer(this, phys, BigInt(reply.bus as string), size, handle, reply.name as string | undefined, reply.token as string | undefined);
+      buf = new ServiceBuffer(this, phys, BigInt(reply.bus), size, handle, reply.name, reply.token);
     } catch (e) {
       if (handle !== -1) native().munmap(handle);
       this.#giveBack(phys);
@@ -481,9 +512,9 @@ export class ServicePool {
   async reclaim(tokens: readonly string[]): Promise<ServiceBuffer[]> {
     if (!Array.isArray(tokens)) throw invalidArgument('tokens must be an array of token strings');
     if (this.#fd === -1) throw noMapping();
-    const r = await this.#request({ op: 'reclaim', tokens: [...tokens] });
+    const r = parseReclaimReply(await this.#request({ op: 'reclaim', tokens: [...tokens] }));
     const out: ServiceBuffer[] = [];
-    for (const b of r.blocks as OkReply[]) out.push(this.#mapBlock(b));
+    for (const b of r.blocks) out.push(this.#mapBlock(b));
     return out;
   }
 
@@ -518,26 +549,44 @@ export class ServicePool {
   freeBlock(buf: ServiceBuffer): Promise<void> {
     this.#forget(buf);
     const phys = buf.phys;
-    return this.#send((id) => encodeFree(id, phys)).then(toVoid);
+    const p = this.#send((id) => encodeFree(id, phys)).then(toVoid);
+    p.catch(this.#freeFailed); // marks it handled; the warning keeps the error from being lost
+    return p;
   }
+
+  #connectionLossReported = false;
+
+  // A free failed: say so once per lost connection, and every other failure each time.
+  readonly #freeFailed = (e: unknown): void => {
+    const code = e instanceof PhysmemError ? e.code : 'EIO';
+    const lost = code === 'ECONNRESET' || code === 'EBADF';
+    if (lost && this.#connectionLossReported) return;
+    if (lost) this.#connectionLossReported = true;
+    process.emitWarning(
+      lost
+        ? `free() could not reach the physmem daemon (${(e as Error).message}); this and any later unconfirmed frees are the daemon's to reclaim (its quarantine or journal), and this pool's later calls fail with ${code}`
+        : `free() was refused by the physmem daemon: ${(e as Error)?.message ?? String(e)}`,
+      { type: 'PhysmemFreeWarning', code: 'PHYSMEM_FREE_FAILED' },
+    );
+  };
 
   /** Usage of the daemon's pool. */
   async statsAsync(): Promise<ServiceStats> {
-    const r = await this.#request({ op: 'stats' });
+    const r = parseStatsReply(await this.#request({ op: 'stats' }));
     return {
-      backend: r.backend as BackendName,
-      total: r.total as number,
-      used: r.used as number,
-      free: r.free as number,
-      largestFree: r.largestFree as number,
-      count: r.count as number,
-      waiting: r.waiting as number,
-      busOffset: BigInt(r.busOffset as string),
-      clients: r.clients as number,
-      quarantinedBlocks: r.quarantinedBlocks as number,
-      quarantinedBytes: r.quarantinedBytes as number,
-      orphanBlocks: (r.orphanBlocks as number | undefined) ?? 0,
-      ranges: (r.ranges as { start: string; size: number }[]).map((x) => ({ start: BigInt(x.start), size: x.size })),
+      backend: r.backend,
+      total: r.total,
+      used: r.used,
+      free: r.free,
+      largestFree: r.largestFree,
+      count: r.count,
+      waiting: r.waiting,
+      busOffset: BigInt(r.busOffset),
+      clients: r.clients,
+      quarantinedBlocks: r.quarantinedBlocks,
+      quarantinedBytes: r.quarantinedBytes,
+      orphanBlocks: r.orphanBlocks,
+      ranges: r.ranges.map((x) => ({ start: BigInt(x.start), size: x.size })),
     };
   }
 
@@ -551,8 +600,8 @@ export class ServicePool {
    * as many blocks as fit in one frame (64 KiB; several hundred).
    */
   async listBlocks(): Promise<{ blocks: ServiceBlock[]; truncated: boolean }> {
-    const r = await this.#request({ op: 'list' });
-    return { blocks: r.blocks as ServiceBlock[], truncated: r.truncated === true };
+    const r = parseListReply(await this.#request({ op: 'list' }));
+    return { blocks: r.blocks, truncated: r.truncated };
   }
 
   /** Ask the daemon to verify its allocator. @throws {PhysmemError} EIO (rejected) on corruption. */
@@ -605,6 +654,38 @@ export class ServicePool {
 }
 
 function toVoid(): void {}
+
+// The reply to an alloc: a binary BLOCK frame arrives already typed and checked (parseBinaryReply
+// builds a BlockReply from its fixed layout, phys a bigint); a JSON one is checked here.
+function blockOf(r: WireOk): BlockReply {
+  return typeof r.phys === 'bigint' ? (r as unknown as BlockReply) : parseBlockReply(r);
+}
+
+/**
+ * Refuse what a daemon's pool cannot honour, rather than ignore it: a {@link Pool}
+ * option (`at`, `boundary`, `maxAddress`, `zero: false`) or any unknown key.
+ * @throws {PhysmemError} ENOTSUP naming the option.
+ */
+function unsupportedOption(options: object): void {
+  for (const k in options) {
+    switch (k) {
+      case 'align':
+      case 'wait':
+      case 'timeoutMs':
+      case 'signal':
+      case 'name':
+        continue;
+      case 'zero':
+        // The daemon zeroes every block it hands out (another client's data must never show).
+        if ((options as { zero?: unknown }).zero === true || (options as { zero?: unknown }).zero === undefined) continue;
+        break;
+    }
+    if ((options as Record<string, unknown>)[k] === undefined) continue; // { at: undefined } asks for nothing
+    throw new PhysmemError('ENOTSUP', `option '${k.slice(0, 40)}' is not supported by a pool served by a daemon`, {
+      hint: k === 'zero' ? 'the daemon zeroes every block it hands out; drop zero: false' : 'a daemon\'s pool takes align, wait, timeoutMs, signal and name; use a linked pool (openPool({ backend })) for the others',
+    });
+  }
+}
 
 function noMapping(): PhysmemError {
   return new PhysmemError('ENOTSUP', 'this connection was opened with mapBlocks: false and cannot map blocks', { hint: 'connect without mapBlocks: false to allocate' });

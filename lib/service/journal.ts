@@ -11,7 +11,7 @@
  * torn mix.
  * @module
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync, constants as fsConstants } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, constants as fsConstants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomFillSync } from 'node:crypto';
 import { PhysmemError, hasCode } from '../errors.js';
@@ -122,28 +122,92 @@ export function readJournal(path: string): JournalData | undefined {
   return { version: JOURNAL_VERSION, backend: v.backend, total: v.total, blocks };
 }
 
+// Fault injection for the test suite only: PHYSMEM_TEST_JOURNAL_CRASH=<point>:<n> makes the n-th
+// journal write of this process die with SIGKILL at <point>: `write` (half the snapshot written),
+// `fsync` (all written, not synced), `rename` (synced, not renamed) or `dirsync` (renamed, directory
+// not synced). Read once; no test sets it in the daemon it runs in process.
+const crashAt = /^(write|fsync|rename|dirsync):([1-9][0-9]*)$/.exec(process.env.PHYSMEM_TEST_JOURNAL_CRASH ?? '');
+let writes = 0;
+
+function crashPoint(point: string): void {
+  if (crashAt !== null && crashAt[1] === point && writes === Number(crashAt[2])) process.kill(process.pid, 'SIGKILL');
+}
+
+/**
+ * Write all of `data` at the start of `fd`: write(2) may take less than it is given (a nearly
+ * full file system takes what fits, then fails with ENOSPC), so loop until every byte is in.
+ * @throws the file system's error (ENOSPC, EIO, ...).
+ */
+function writeAll(fd: number, data: Buffer): void {
+  let off = 0;
+  while (off < data.length) {
+    const n = writeSync(fd, data, off, data.length - off, off);
+    if (n <= 0) throw new PhysmemError('EIO', `write took ${n} bytes`);
+    off += n;
+  }
+}
+
 /**
  * Replace the journal at `path` with `data`, atomically and durably: write a
- * temp file, fsync it, rename it over the journal, fsync the directory (so the
- * rename itself survives a power cut).
- * @throws {PhysmemError} the file system's errors.
+ * temp file completely (short writes are continued, never ignored), fsync it,
+ * rename it over the journal, fsync the directory (so the rename itself
+ * survives a power cut). Only when this returns is the new table on disk; if
+ * it throws, the journal is the old table (or, when only the directory fsync
+ * failed, possibly the new one: either is a complete table), and the temp file
+ * is removed.
+ * @throws {PhysmemError} EIO (or the file system's code, e.g. ENOSPC) saying what failed.
  */
 export function writeJournal(path: string, data: JournalData): void {
+  writes++;
   const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW, 0o600);
+  const bytes = Buffer.from(JSON.stringify(data), 'utf8');
+  let step = 'open';
   try {
-    writeSync(fd, JSON.stringify(data));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    const fd = openSync(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW, 0o600);
+    try {
+      step = 'write';
+      if (crashAt?.[1] === 'write' && writes === Number(crashAt[2])) {
+        writeAll(fd, bytes.subarray(0, bytes.length >> 1));
+        crashPoint('write');
+      }
+      writeAll(fd, bytes);
+      crashPoint('fsync');
+      step = 'fsync';
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    crashPoint('rename');
+    step = 'rename';
+    renameSync(tmp, path);
+  } catch (e) {
+    // The old journal is untouched; give back the space the torn temp file holds.
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* not created, or already renamed */
+    }
+    throw journalError(path, step, e);
   }
-  renameSync(tmp, path);
-  const dfd = openSync(dirname(path), fsConstants.O_RDONLY);
+  crashPoint('dirsync');
   try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
+    const dfd = openSync(dirname(path), fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
+  } catch (e) {
+    throw journalError(path, 'fsync of the directory', e);
   }
+}
+
+function journalError(path: string, step: string, e: unknown): PhysmemError {
+  const code = hasCode(e, 'ENOSPC') ? 'ENOSPC' : hasCode(e, 'EDQUOT') ? 'EDQUOT' : hasCode(e, 'EROFS') ? 'EROFS' : 'EIO';
+  return new PhysmemError(code, `cannot write the journal (${step}): ${(e as Error)?.message ?? String(e)}`, {
+    path,
+    hint: 'check the --state-dir file system (full? read-only?); the journal on disk still holds a complete table',
+  });
 }
 
 /** Path of the journal inside state directory `dir`. */

@@ -11,7 +11,7 @@
  *   address); clients need to open /dev/mem too (root, or CAP_SYS_RAWIO).
  * @module
  */
-import { chmodSync, chownSync, closeSync, fstatSync, ftruncateSync, openSync, constants as fsConstants } from 'node:fs';
+import { chmodSync, chownSync, closeSync, fstatSync, ftruncateSync, openSync, renameSync, rmSync, constants as fsConstants } from 'node:fs';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native } from '../native.js';
@@ -33,7 +33,13 @@ export interface ServiceMemory {
   fileOffset(phys: number): bigint;
   /** Write zeros over `[phys, phys + size)`. */
   zero(phys: number, size: number): void;
-  /** Unmap and close (the fake file is left for the daemon's cleanup to remove). */
+  /**
+   * Fake memory created anew: move its file from the temporary name it was created under to
+   * {@link ServiceMemory.devicePath}, replacing a dead daemon's. Until then nothing at that path
+   * has changed, so a start refused before this leaves the old file as it was.
+   */
+  publish?(): void;
+  /** Unmap and close (a published fake file is left for the daemon's cleanup to remove; an unpublished one is removed). */
   close(): void;
 }
 
@@ -58,25 +64,34 @@ export function openFakeFileMemory(o: FakeFileMemoryOptions): ServiceMemory {
   const page = native().pageSize();
   if (!Number.isSafeInteger(o.size) || o.size <= 0) throw invalidArgument(`size must be a positive integer, got ${String(o.size)}`);
   const size = Math.ceil(o.size / page) * page;
-  // O_EXCL|O_NOFOLLOW: the directory is ours, but never follow a planted link.
-  // keep: the journal's live blocks are in this file, so it must be reused as is, never truncated.
-  const fd0 = openSync(o.path, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW | (o.keep ? 0 : fsConstants.O_CREAT | fsConstants.O_EXCL), o.mode);
-  try {
-    if (o.keep) {
-      const have = fstatSync(fd0).size;
-      if (have !== size) throw new PhysmemError('EIO', `the memory file has ${have} bytes, the journal's pool ${size}`, { path: o.path, hint: 'restart with the same --size as before' });
-    } else ftruncateSync(fd0, size);
-    if (o.gid !== undefined) chownSync(o.path, process.getuid?.() ?? 0, o.gid);
-    chmodSync(o.path, o.mode); // umask may have cut the group bits
-  } finally {
-    closeSync(fd0);
-  }
-  const fd = openFile(o.path, true, false);
+  // keep: the journal's live blocks are in this file, so it is reused as is (never truncated,
+  // never rewritten here). Otherwise the new file is made under a temporary name (O_EXCL|O_NOFOLLOW:
+  // never follow a planted link) and only publish() puts it in place.
+  const at = o.keep ? o.path : `${o.path}.${process.pid}.new`;
+  let published = o.keep === true;
+  const fd0 = openSync(at, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW | (o.keep ? 0 : fsConstants.O_CREAT | fsConstants.O_EXCL), o.mode);
   let mapping: Mapping;
   try {
-    mapping = Mapping.map(fd, 0n, size, true, o.path);
-  } finally {
-    closeFile(fd);
+    try {
+      const st = fstatSync(fd0);
+      if (o.keep) {
+        if (!st.isFile()) throw new PhysmemError('EIO', 'the memory file is not a regular file', { path: o.path, hint: 'restart with the same options as before' });
+        if (st.size !== size) throw new PhysmemError('EIO', `the memory file has ${st.size} bytes, the journal's pool ${size}`, { path: o.path, hint: 'restart with the same --size as before' });
+      } else ftruncateSync(fd0, size);
+      if (o.gid !== undefined && st.gid !== o.gid) chownSync(at, process.getuid?.() ?? 0, o.gid);
+      if ((st.mode & 0o777) !== o.mode) chmodSync(at, o.mode); // umask may have cut the group bits
+    } finally {
+      closeSync(fd0);
+    }
+    const fd = openFile(at, true, false);
+    try {
+      mapping = Mapping.map(fd, 0n, size, true, o.path);
+    } finally {
+      closeFile(fd);
+    }
+  } catch (e) {
+    if (!published) rmSync(at, { force: true });
+    throw e;
   }
   const base = Number(FAKE_DEFAULT_PHYS_BASE);
   // The daemon zeroes every block it hands out: long-lived views of 1 GiB chunks (a typed array
@@ -105,7 +120,15 @@ export function openFakeFileMemory(o: FakeFileMemoryOptions): ServiceMemory {
         off = upto;
       }
     },
-    close: () => mapping.close(), // detaches the chunks' views too
+    publish: () => {
+      if (published) return;
+      renameSync(at, o.path);
+      published = true;
+    },
+    close: () => {
+      mapping.close(); // detaches the chunks' views too
+      if (!published) rmSync(at, { force: true });
+    },
   };
 }
 

@@ -38,6 +38,10 @@
  * @module
  */
 
+import { PhysmemError } from '../errors.js';
+import type { BackendName } from '../backends/types.js';
+import type { PoolStats } from '../pool.js';
+
 /** Protocol version carried in every frame. A daemon refuses other versions. */
 export const PROTOCOL_VERSION = 2;
 /** Largest frame (version byte + JSON) in bytes; anything longer is a framing error. */
@@ -92,12 +96,144 @@ export type Request = HelloRequest | AllocRequest | LookupRequest | FreeRequest 
 /** What a buffer name may be: 1 to 64 of A-Z a-z 0-9 . _ - */
 export const NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
-/** A successful reply: `ok: true` plus op-specific fields. */
-export interface OkReply { id: number; ok: true; [field: string]: unknown }
+/** One block as the daemon reports it (`list`, status). */
+export interface ServiceBlock {
+  /** Physical address (decimal string: JSON-safe). */
+  phys: string;
+  /** Bytes asked for. */
+  size: number;
+  /** Owning client id. */
+  client: number;
+  /** Owner's pid. */
+  pid: number;
+  /** True when its client is gone and the block waits out the quarantine. */
+  quarantined: boolean;
+  /** For a named buffer: its name. */
+  name?: string;
+  /** For a named buffer: the client ids holding it (`client` is the first); in `list` replies at most 32 of them. */
+  holders?: number[];
+  /** For a named buffer whose `holders` were cut in a `list` reply: how many hold it. */
+  holderCount?: number;
+  /** True for a block restored from the journal that no client has reclaimed yet (`client` is 0, `pid` its old owner's). */
+  orphan?: boolean;
+}
+
+/**
+ * A daemon's pool figures as `stats` sends them: those of {@link PoolStats} (used and count
+ * include quarantined and restored blocks; used is page-rounded), addresses as decimal
+ * strings, ranges without per-range use, and the daemon's own figures.
+ */
+export interface WireStats extends Omit<PoolStats, 'busOffset' | 'ranges'> {
+  /** bus = phys + busOffset (decimal string). */
+  busOffset: string;
+  /** Connected clients. */
+  clients: number;
+  /** Blocks of disconnected clients waiting out their quarantine. */
+  quarantinedBlocks: number;
+  /** Their bytes (as asked for). */
+  quarantinedBytes: number;
+  /** Blocks restored from the journal after a daemon restart that no client has reclaimed yet. */
+  orphanBlocks: number;
+  /** The physical ranges the daemon manages (start as a decimal string). */
+  ranges: { start: string; size: number }[];
+}
+
+/** Reply to `hello`: who we are to the daemon, and where its memory is. */
+export interface HelloReply {
+  /** The request's id. */
+  id: number;
+  ok: true;
+  /** {@link PROTOCOL_VERSION}. */
+  version: number;
+  /** This connection's client id. */
+  client: number;
+  /** This client's pid as the daemon sees it (SO_PEERCRED). */
+  pid: number;
+  /** This client's uid as the daemon sees it. */
+  uid: number;
+  /** The daemon's pid. */
+  daemonPid: number;
+  /** The memory served. */
+  backend: BackendName;
+  /** The file a client maps blocks from. */
+  devicePath: string;
+  /** bus = phys + busOffset (decimal string). */
+  busOffset: string;
+  /** The daemon's page size: blocks are whole pages. */
+  pageSize: number;
+}
+
+/**
+ * A block handed to this client: reply to `alloc` and `lookup`, entry of `reclaim`. In JSON the
+ * addresses are decimal strings; the binary BLOCK frame gives bigints.
+ */
+// A type literal, not an interface, so that it is assignable to WireOk (the binary parser yields it).
+export type BlockReply = {
+  id: number;
+  ok: true;
+  phys: string | bigint;
+  bus: string | bigint;
+  /** Bytes asked for. */
+  size: number;
+  /** Offset in the device file to map. */
+  offset: string | bigint;
+  /** Token to reclaim it after a daemon restart (absent from a daemon without one). */
+  token?: string;
+  /** For a named buffer. */
+  name?: string;
+};
+
+/** One block of a `reclaim` reply. */
+export type BlockInfo = Omit<BlockReply, 'id' | 'ok'>;
+
+/** Reply to `stats`. */
+export interface StatsReply extends WireStats {
+  id: number;
+  ok: true;
+}
+
+/** Reply to `list`: as many blocks as fit in one frame; `truncated` when some were left out. */
+export interface ListReply {
+  id: number;
+  ok: true;
+  blocks: ServiceBlock[];
+  truncated: boolean;
+}
+
+/** Reply to `reclaim`: the blocks, in the order of the tokens. */
+export interface ReclaimReply {
+  id: number;
+  ok: true;
+  blocks: BlockInfo[];
+}
+
+/** Reply to `cancel`: whether the wait was still queued. */
+export interface CancelReply {
+  id: number;
+  ok: true;
+  cancelled: boolean;
+}
+
+/** Reply to `free` and `check` (and the binary DONE frame). */
+export interface DoneReply {
+  id: number;
+  ok: true;
+}
+
+/** A successful reply; which one answers a request follows from its op (see the `parse*Reply` functions). */
+export type OkReply = HelloReply | BlockReply | StatsReply | ListReply | ReclaimReply | CancelReply | DoneReply;
 /** A failed reply: a POSIX-style code and a message that says what to do. */
 export interface ErrorReply { id: number; ok: false; code: string; message: string }
-/** Any reply. `id` 0 answers a request whose id could not be read. */
+/** Any reply the daemon sends. `id` 0 answers a request whose id could not be read. */
 export type Reply = OkReply | ErrorReply;
+
+/**
+ * A reply as the client's decoder passes it on: id and `ok` checked, the other fields not yet.
+ * The `parse*Reply` function of the request's op turns it into its type.
+ */
+export interface WireOk { id: number; ok: true; readonly [field: string]: unknown }
+/** What the client's decoder yields. */
+export type WireReply = WireOk | ErrorReply;
 
 /** One result of decoding: a valid message, an invalid one (answer it, go on), or a framing error (close). */
 export type DecodeResult<T> =
@@ -303,7 +439,7 @@ const FIELDS: Readonly<Record<Request['op'], readonly string[]>> = {
 /** The daemon's parsers: every request, JSON or binary. */
 export const requestParsers: BodyParsers<Request> = { json: parseRequest, binary: parseBinaryRequest };
 /** The client's parsers: every reply, JSON or binary. */
-export const replyParsers: BodyParsers<Reply> = { json: parseReply, binary: parseBinaryReply };
+export const replyParsers: BodyParsers<WireReply> = { json: parseReply, binary: parseBinaryReply };
 
 function isName(b: Buffer, start: number, n: number): boolean {
   if (n < 1 || n > 64) return false;
@@ -354,14 +490,14 @@ export function parseBinaryRequest(b: Buffer, o: number, end: number): DecodeRes
 }
 
 /** Validate a binary reply body (BLOCK or DONE), `b[o, end)`, client side. Never throws. */
-export function parseBinaryReply(b: Buffer, o: number, end: number): DecodeResult<Reply> {
+export function parseBinaryReply(b: Buffer, o: number, end: number): DecodeResult<WireReply> {
   const type = b[o];
   const length = end - o;
   if (type === FrameType.DONE && length === DONE_BYTES) return { kind: 'message', message: { id: b.readUInt32LE(o + 4), ok: true } };
   if (type === FrameType.BLOCK && length >= BLOCK_BYTES && length === BLOCK_BYTES + b[o + 1]) {
     const lo = b.readUInt32LE(o + 8);
     const hi = b.readUInt32LE(o + 12);
-    const r: OkReply = {
+    const r: BlockReply = {
       id: b.readUInt32LE(o + 4),
       ok: true,
       phys: hi < 0x200000 ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo),
@@ -445,14 +581,113 @@ export function parseRequest(v: unknown): DecodeResult<Request> {
 }
 
 /** Validate a parsed reply body (client side): an object with an id and `ok`; errors need a code and message. */
-export function parseReply(v: unknown): DecodeResult<Reply> {
+export function parseReply(v: unknown): DecodeResult<WireReply> {
   if (!isPlainObject(v) || typeof v.id !== 'number' || !Number.isInteger(v.id) || v.id < 0 || v.id > MAX_ID || typeof v.ok !== 'boolean') {
     return { kind: 'fatal', code: 'EPROTO', message: 'the daemon sent a malformed reply' };
   }
   if (v.ok === false && (typeof v.code !== 'string' || typeof v.message !== 'string')) {
     return { kind: 'fatal', code: 'EPROTO', message: 'the daemon sent an error reply without code or message' };
   }
-  return { kind: 'message', message: v as unknown as Reply };
+  return { kind: 'message', message: v as unknown as WireReply };
+}
+
+function malformed(what: string): never {
+  throw new PhysmemError('EPROTO', `the daemon sent a malformed reply: ${what}`, { hint: 'the daemon and this client may be different versions' });
+}
+const num = (r: Readonly<Record<string, unknown>>, k: string): number => (typeof r[k] === 'number' && Number.isFinite(r[k]) ? (r[k] as number) : malformed(`${k} is not a number`));
+const str = (r: Readonly<Record<string, unknown>>, k: string): string => (typeof r[k] === 'string' ? (r[k] as string) : malformed(`${k} is not a string`));
+const decimal = (r: Readonly<Record<string, unknown>>, k: string): string => (/^(0|[1-9][0-9]*)$/.test(str(r, k)) ? (r[k] as string) : malformed(`${k} is not a decimal string`));
+const addr = (r: Readonly<Record<string, unknown>>, k: string): string | bigint => (typeof r[k] === 'bigint' ? (r[k] as bigint) : decimal(r, k));
+const optStr = (r: Readonly<Record<string, unknown>>, k: string): string | undefined => (r[k] === undefined ? undefined : str(r, k));
+const isBackend = (v: string): v is BackendName => ['fake', 'hugepage', 'udmabuf', 'devmem'].includes(v);
+
+/** Type the reply to `hello`. @throws {PhysmemError} EPROTO when a field is missing or of the wrong type. */
+export function parseHelloReply(r: WireOk): HelloReply {
+  const backend = str(r, 'backend');
+  if (!isBackend(backend)) malformed(`unknown backend ${JSON.stringify(backend).slice(0, 40)}`);
+  return {
+    id: r.id,
+    ok: true,
+    version: num(r, 'version'),
+    client: num(r, 'client'),
+    pid: num(r, 'pid'),
+    uid: num(r, 'uid'),
+    daemonPid: num(r, 'daemonPid'),
+    backend,
+    devicePath: str(r, 'devicePath'),
+    busOffset: decimal(r, 'busOffset'),
+    pageSize: num(r, 'pageSize'),
+  };
+}
+
+/** Type a block reply (`alloc`, `lookup`, or one entry of `reclaim`). @throws {PhysmemError} EPROTO. */
+export function parseBlockReply(r: Readonly<Record<string, unknown>> & { id?: unknown }): BlockReply {
+  const out: BlockReply = { id: typeof r.id === 'number' ? r.id : 0, ok: true, phys: addr(r, 'phys'), bus: addr(r, 'bus'), size: num(r, 'size'), offset: addr(r, 'offset') };
+  const token = optStr(r, 'token');
+  if (token !== undefined) out.token = token;
+  const name = optStr(r, 'name');
+  if (name !== undefined) out.name = name;
+  return out;
+}
+
+/** Type the reply to `stats`. @throws {PhysmemError} EPROTO. */
+export function parseStatsReply(r: WireOk): StatsReply {
+  const backend = str(r, 'backend');
+  if (!isBackend(backend)) malformed(`unknown backend ${JSON.stringify(backend).slice(0, 40)}`);
+  if (!Array.isArray(r.ranges)) malformed('ranges is not an array');
+  return {
+    id: r.id,
+    ok: true,
+    backend,
+    total: num(r, 'total'),
+    used: num(r, 'used'),
+    free: num(r, 'free'),
+    largestFree: num(r, 'largestFree'),
+    count: num(r, 'count'),
+    waiting: num(r, 'waiting'),
+    busOffset: decimal(r, 'busOffset'),
+    clients: num(r, 'clients'),
+    quarantinedBlocks: num(r, 'quarantinedBlocks'),
+    quarantinedBytes: num(r, 'quarantinedBytes'),
+    orphanBlocks: r.orphanBlocks === undefined ? 0 : num(r, 'orphanBlocks'), // older daemons
+    ranges: (r.ranges as unknown[]).map((x) => {
+      if (!isPlainObject(x)) malformed('a range is not an object');
+      return { start: decimal(x, 'start'), size: num(x, 'size') };
+    }),
+  };
+}
+
+/** Type the reply to `list`. @throws {PhysmemError} EPROTO. */
+export function parseListReply(r: WireOk): ListReply {
+  if (!Array.isArray(r.blocks)) malformed('blocks is not an array');
+  const blocks = (r.blocks as unknown[]).map((x): ServiceBlock => {
+    if (!isPlainObject(x)) malformed('a block is not an object');
+    const b: ServiceBlock = { phys: decimal(x, 'phys'), size: num(x, 'size'), client: num(x, 'client'), pid: num(x, 'pid'), quarantined: x.quarantined === true };
+    const name = optStr(x, 'name');
+    if (name !== undefined) b.name = name;
+    if (x.holders !== undefined) {
+      if (!Array.isArray(x.holders) || !x.holders.every((h) => typeof h === 'number')) malformed('holders is not a list of client ids');
+      b.holders = x.holders as number[];
+    }
+    if (x.holderCount !== undefined) b.holderCount = num(x, 'holderCount');
+    if (x.orphan === true) b.orphan = true;
+    return b;
+  });
+  return { id: r.id, ok: true, blocks, truncated: r.truncated === true };
+}
+
+/** Type the reply to `reclaim`. @throws {PhysmemError} EPROTO. */
+export function parseReclaimReply(r: WireOk): ReclaimReply {
+  if (!Array.isArray(r.blocks)) malformed('blocks is not an array');
+  return {
+    id: r.id,
+    ok: true,
+    blocks: (r.blocks as unknown[]).map((x) => {
+      if (!isPlainObject(x)) malformed('a block is not an object');
+      const { id: _id, ok: _ok, ...info } = parseBlockReply(x);
+      return info;
+    }),
+  };
 }
 
 /** Where an {@link Outbox} writes: a `net.Socket`. */

@@ -4,7 +4,7 @@
  * @module
  */
 import { ServicePool } from './client.js';
-import type { ServiceBlock } from './server.js';
+import type { ServiceBlock } from './protocol.js';
 import { hex } from '../cli/format.js';
 
 /** One entry of the memory map: a block, or free space between blocks. */
