@@ -854,12 +854,12 @@ describe('physmem status (collectStatus / formatStatus)', () => {
     expect(text).toMatch(/quarantine 1 block\(s\) \/ 100 bytes/);
     expect(text).toMatch(new RegExp(`client ${b.clientId} pid ${process.pid}: 1 block\\(s\\), 4096 bytes`));
     expect(text).toMatch(/quarantined client \d+ pid \d+/);
-    // The picture: one rectangle per map entry, in the same states, spanning the bar exactly once.
+    // The picture: one detail rectangle per map entry, in the same states, with its separator filling the plot width (944 px) once.
     const svg = renderStatusSvg(r);
     expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
-    const rects = [...svg.matchAll(/<rect data-state="(\w+)" x="([\d.]+)" y="\d+" width="([\d.]+)"/g)];
+    const rects = [...svg.matchAll(/<rect data-entry="\d+" data-state="(\w+)" x="(\d+)" y="\d+" width="(\d+)"/g)];
     expect(rects.map((m) => m[1])).toEqual(r.map.map((m) => m.state));
-    expect(rects.reduce((s, m) => s + Number(m[3]), 0)).toBeCloseTo(960, 0);
+    expect(rects.reduce((s, m) => s + Number(m[3]) + 1, 0)).toBe(944);
     expect(svg).toMatch(new RegExp(`client ${a.clientId} pid ${process.pid}: 1 block\\(s\\), 5000 bytes`));
     expect(svg).toMatch(/fragmentation \d+\.\d%/);
     await a1.free();
