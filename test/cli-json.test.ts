@@ -76,7 +76,7 @@ describe.skipIf(!existsSync(bin))('--json: addresses are "0x..." strings, sizes 
     daemon.stderr!.on('data', (d: Buffer) => (log += d.toString()));
     const exited = new Promise<number | null>((r) => daemon.once('exit', (code) => r(code)));
     try {
-      for (let i = 0; i < 400 && !/"event":"start"/.test(log); i++) await new Promise((r) => setTimeout(r, 25));
+      for (let i = 0; i < 1200 && !/"event":"start"/.test(log); i++) await new Promise((r) => setTimeout(r, 25));
       const start = JSON.parse(log.split('\n')[0]);
       expect(start).toMatchObject({ event: 'start', backend: 'fake', total: 1 << 20, pid: daemon.pid });
       const pool = await ServicePool.connect(sock);

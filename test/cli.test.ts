@@ -102,7 +102,7 @@ describe.skipIf(!existsSync(bin))('physmem serve and physmem status (built bin)'
     daemon.stderr!.on('data', (d: Buffer) => (log += d.toString()));
     const exited = new Promise<number | null>((r) => daemon.once('exit', (code) => r(code)));
     try {
-      for (let i = 0; i < 200 && !/event=start/.test(log); i++) await new Promise((r) => setTimeout(r, 25));
+      for (let i = 0; i < 1200 && !/event=start/.test(log); i++) await new Promise((r) => setTimeout(r, 25));
       expect(log).toMatch(/event=start socket=\S+ backend=fake total=1048576/);
       const pool = await ServicePool.connect(sock);
       const named = await pool.allocAsync(5000, { name: 'ring0' });

@@ -102,7 +102,7 @@ describe('driver bugs the fake edu catches', () => {
     regs.write64Relaxed(0x90, BigInt(length));
     regs.write32(0x98, 1); // start
     randomFillSync(src.bytes); // too late
-    pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
+    pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 60_000, what: 'fake edu DMA done' });
   }
 
   it('a doorbell before the data was written: an ordering violation, and the device got the old bytes', () => {
@@ -122,7 +122,7 @@ describe('driver bugs the fake edu catches', () => {
       regs.write64Relaxed(0x90, 64n);
       if (barrier) dmaWmb();
       regs.write32Relaxed(0x98, 1);
-      pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
+      pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 60_000, what: 'fake edu DMA done' });
     };
     start(true);
     expect(fake.violations).toEqual([]);
@@ -150,7 +150,7 @@ describe('driver bugs the fake edu catches', () => {
     regs.write64Relaxed(0x90, 512n);
     regs.write32(0x98, 0x1 | 0x2); // start, device -> RAM
     dst.free(); // before the transfer finished
-    pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
+    pollUntil(() => (regs.read32(0x98) & 1) === 0, { timeoutMs: 60_000, what: 'fake edu DMA done' });
     expect(fake.violations.map((v) => v.kind)).toEqual(['dma']);
   });
 
@@ -179,7 +179,7 @@ describe('driver bugs the fake edu catches', () => {
       r.write64(0x88, BigInt(EDU_BUFFER));
       r.write64(0x90, count);
       r.write32(0x98, 1);
-      pollUntil(() => (r.read32(0x98) & 1) === 0, { timeoutMs: 5000, what: 'fake edu DMA done' });
+      pollUntil(() => (r.read32(0x98) & 1) === 0, { timeoutMs: 60_000, what: 'fake edu DMA done' });
       expect(fixed.violations.length).toBe(ok ? 0 : 1);
     }
     expect(fixed.dead).toBe(false);

@@ -7,14 +7,15 @@ import { pollUntil, pollUntilAsync } from '../lib/index.js';
 describe('pollUntil (sync)', () => {
   it('returns the first truthy result, calling the predicate until then', () => {
     let calls = 0;
-    const v = pollUntil(() => (++calls === 5 ? { entry: 7 } : undefined), { intervalUs: 0 });
+    const v = pollUntil(() => (++calls === 5 ? { entry: 7 } : undefined), { intervalUs: 0, timeoutMs: 600_000 });
     expect(v).toEqual({ entry: 7 });
     expect(calls).toBe(5);
   });
 
   it('sleeps between polls when intervalUs > 0 and still finds the result', () => {
     let calls = 0;
-    expect(pollUntil(() => ++calls >= 3, { intervalUs: 50 })).toBe(true);
+    // A time limit no stall reaches (the default 1 s could end the wait between two polls).
+    expect(pollUntil(() => ++calls >= 3, { intervalUs: 50, timeoutMs: 600_000 })).toBe(true);
     expect(calls).toBe(3);
   });
 
@@ -79,7 +80,7 @@ describe('pollUntilAsync', () => {
 
   it('sleeps with a timer for intervals of 1 ms and more, and accepts async predicates', async () => {
     let calls = 0;
-    expect(await pollUntilAsync(async () => ++calls === 3, { intervalUs: 1000 })).toBe(true);
+    expect(await pollUntilAsync(async () => ++calls === 3, { intervalUs: 1000, timeoutMs: 600_000 })).toBe(true);
     expect(calls).toBe(3);
   });
 

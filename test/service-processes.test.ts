@@ -26,6 +26,16 @@ const children = new Set<ChildProcess>();
 const servers: ServiceServer[] = [];
 const pools: ServicePool[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Re-reads `get()` until `ok` holds and returns the last value; the 30 s deadline only stops a hang. */
+async function eventually<T>(get: () => T | Promise<T>, ok: (v: T) => boolean): Promise<T> {
+  const end = Date.now() + 30_000;
+  for (;;) {
+    const v = await get();
+    if (ok(v) || Date.now() > end) return v;
+    await sleep(10);
+  }
+}
 const OPS = Number(process.env.PHYSMEM_STRESS_OPS ?? 50_000);
 
 afterAll(async () => {
@@ -108,27 +118,31 @@ console.log(JSON.stringify({ allocs, frees, enomem }));
 `;
 
 describe('client processes', () => {
-  it('kill -9 of a client mid-work: its blocks come back after the quarantine; nobody else\'s change', async () => {
-    const socket = join(root, 'kill', 'pool.sock');
-    const server = await startServer({ socket, size: 256 * 1024, quarantineMs: 2000, log: () => undefined });
+  /** A daemon with `quarantineMs`, a 0x42-filled block of ours, and a holder child (4 blocks filled 201) killed with -9 mid-work. */
+  async function killHolder(name: string, quarantineMs: number) {
+    const socket = join(root, name, 'pool.sock');
+    const server = await startServer({ socket, size: 256 * 1024, quarantineMs, log: () => undefined });
     servers.push(server);
     const mine = await ServicePool.connect(socket);
     pools.push(mine);
     const keep = await mine.allocAsync(64 * 1024);
     keep.bytes.fill(0x42);
-
     const victim = start(script('holder.ts', HOLDER), [socket, '4', String(32 * 1024), '201']);
     const { phys } = JSON.parse(await victim.line()) as { phys: string[] };
     expect(phys).toHaveLength(4);
+    expect(await victim.line()).toBe('churning'); // killed mid-work, between any two requests
+    return { server, mine, keep, phys, victim };
+  }
+
+  it('kill -9 of a client mid-work: its blocks stay allocated through the quarantine (one no stall reaches); nobody else\'s change', async () => {
+    const { server, mine, keep, phys, victim } = await killHolder('kill', 600_000);
     // The daemon knows the blocks by the child's pid (SO_PEERCRED).
     const listed = (await mine.list()).filter((b) => phys.includes(b.phys));
     expect(listed.map((b) => b.pid)).toEqual(phys.map(() => victim.child.pid));
-
-    expect(await victim.line()).toBe('churning'); // killed mid-work, between any two requests
     victim.child.kill('SIGKILL');
     await victim.exit;
-    let during = await mine.statsAsync();
-    for (let i = 0; i < 200 && during.clients !== 1; i++) during = (await sleep(5), await mine.statsAsync());
+    const during = await eventually(() => mine.statsAsync(), (x) => x.clients === 1);
+    expect(during.clients).toBe(1);
     // Its 4 held blocks, and the churn block it had at that moment if any, stay allocated: a device may still write there.
     expect(during.quarantinedBlocks === 4 || during.quarantinedBlocks === 5).toBe(true);
     const quarantined = (await mine.list()).filter((b) => b.quarantined).map((b) => b.phys);
@@ -138,14 +152,20 @@ describe('client processes', () => {
     // Nothing of the dead client's memory can be handed out during the quarantine.
     const free = during.free;
     await expect(mine.allocAsync(free + 4096)).rejects.toMatchObject({ code: 'ENOMEM' });
+    expect(keep.bytes.every((b) => b === 0x42)).toBe(true);
+    await keep.free();
+  });
 
-    let after = await mine.statsAsync();
-    for (let i = 0; i < 100 && after.quarantinedBlocks !== 0; i++) after = (await sleep(50), await mine.statsAsync());
+  it('kill -9 of a client mid-work: when the quarantine ends its blocks come back zeroed; nobody else\'s change', async () => {
+    const { server, mine, keep, victim } = await killHolder('kill-expiry', 50);
+    victim.child.kill('SIGKILL');
+    await victim.exit;
+    const after = await eventually(() => mine.statsAsync(), (x) => x.clients === 1 && x.quarantinedBlocks === 0 && x.count === 1);
     expect(after.quarantinedBlocks).toBe(0);
     expect(after.used).toBe(64 * 1024);
     expect(after.count).toBe(1);
     expect(keep.bytes.every((b) => b === 0x42)).toBe(true);
-    // The reclaimed blocks are zeroed before anyone gets them.
+    // The reclaimed blocks (filled by the child) are zeroed before anyone gets them.
     const again = await mine.allocAsync(after.free);
     expect(again.bytes.every((b) => b === 0)).toBe(true);
     await again.free();
@@ -191,8 +211,7 @@ describe('client processes', () => {
     if (stateDir !== undefined) {
       // Everything was freed: within the release delay the journal on disk lists nothing.
       const listed = () => (JSON.parse(readFileSync(join(stateDir, 'journal.json'), 'utf8')) as { blocks: unknown[] }).blocks.length;
-      for (let i = 0; i < 100 && listed() !== 0; i++) await sleep(10);
-      expect(listed()).toBe(0);
+      expect(await eventually(listed, (n) => n === 0)).toBe(0);
     }
   }
 
@@ -223,8 +242,7 @@ try {
 }
 `);
     const d = start(cli, [socket]);
-    for (let i = 0; i < 200 && !existsSync(socket); i++) await sleep(25);
-    expect(existsSync(socket)).toBe(true);
+    expect(await eventually(() => existsSync(socket), (x) => x)).toBe(true);
     const pool = await ServicePool.connect(socket);
     expect(pool.daemonPid).toBe(d.child.pid);
     const b = await pool.allocAsync(1000);

@@ -48,6 +48,16 @@ async function rejectsWith(p: Promise<unknown>, code: string): Promise<PhysmemEr
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Re-reads `get()` until `ok` holds and returns the last value; the 30 s deadline only stops a hang. */
+async function eventually<T>(get: () => T | Promise<T>, ok: (v: T) => boolean): Promise<T> {
+  const end = Date.now() + 30_000;
+  for (;;) {
+    const v = await get();
+    if (ok(v) || Date.now() > end) return v;
+    await sleep(10);
+  }
+}
+
 afterAll(async () => {
   for (const p of pools) await p.close().catch(() => undefined);
   await compat.disconnectService();
@@ -352,9 +362,9 @@ describe('daemon and clients', () => {
   it('GFP_ATOMIC-like allocation fails at once with ENOMEM when nothing fits', async () => {
     const pool = await client(socket);
     const big = await pool.allocAsync(1 << 20);
-    const t0 = Date.now();
+    // Not queued: a queued request would never settle here (nothing frees), so the test would time out.
     const e = await rejectsWith(pool.allocAsync(4096), 'ENOMEM');
-    expect(Date.now() - t0).toBeLessThan(2000); // not queued (a queued request would wait forever here)
+    expect((await pool.statsAsync()).waiting).toBe(0);
     expect(e.message).toMatch(/wait/);
     await big.free();
   });
@@ -419,8 +429,8 @@ describe('a client that sends but never reads', () => {
     } finally {
       child.kill('SIGKILL');
     }
-    await sleep(50);
-    expect(server.clientCount).toBe(1);
+    // The flooder's disconnect is noticed (only `other` is left).
+    expect(await eventually(() => server.clientCount, (c) => c === 1)).toBe(1);
   });
 
   it('a slow reader gets every reply, in order, once it reads: holding back loses and reorders nothing', async () => {
@@ -462,15 +472,19 @@ describe('waiting allocations', () => {
     const c1 = await client(socket);
     const c2 = await client(socket);
     const done: string[] = [];
+    // Each wait is queued at the daemon before the next is sent, so the arrival order is w1, w2, w3.
+    const waiting = () => eventually(() => holder.statsAsync(), (s) => s.waiting === n);
+    let n = 1;
     const w1 = c1.allocAsync(8192, { wait: true }).then((b) => (done.push('w1'), b));
-    await sleep(10);
+    expect((await waiting()).waiting).toBe(n++);
     const w2 = c2.allocAsync(4096, { wait: true }).then((b) => (done.push('w2'), b));
-    await sleep(10);
+    expect((await waiting()).waiting).toBe(n++);
     const w3 = c1.allocAsync(4096, { wait: true }).then((b) => (done.push('w3'), b));
-    await sleep(20);
-    expect((await holder.statsAsync()).waiting).toBe(3);
+    expect((await waiting()).waiting).toBe(3);
     await held[0].free(); // 4 KiB free: w2 and w3 would fit, but w1 is first
-    await sleep(30);
+    // A grant made by that free would reach c1 / c2 before the replies to these requests.
+    await c1.statsAsync();
+    await c2.statsAsync();
     expect(done).toEqual([]);
     await held[1].free(); // now 8 KiB contiguous: w1 (and nothing is left for w2)
     await w1;
@@ -485,34 +499,33 @@ describe('waiting allocations', () => {
   });
 
   it('a disconnecting client\'s wait at the head no longer holds back the queue, though its blocks are still in quarantine', async () => {
-    const { socket } = await serve({ size: 5 * 4096, quarantineMs: 5000 });
+    // A quarantine no stall reaches: whatever is served below is not served by its end.
+    const { socket } = await serve({ size: 5 * 4096, quarantineMs: 600_000 });
     const c = await client(socket);
     const held = await c.allocAsync(3 * 4096);
     const b = await client(socket);
     await b.allocAsync(4096); // B's own block: it goes to quarantine when B disconnects
     const head = b.allocAsync(2 * 4096, { wait: true }); // 1 page free: B waits at the head
     head.catch(() => undefined);
-    await sleep(20);
+    expect((await eventually(() => c.statsAsync(), (s) => s.waiting === 1)).waiting).toBe(1);
     const d = await client(socket);
-    const behind = d.allocAsync(4096, { wait: true, timeoutMs: 2000 }); // fits, but FIFO keeps it behind B
-    await sleep(50);
-    expect((await d.statsAsync()).waiting).toBe(2);
-    b.destroy(); // B crashes: its wait is dropped, its block is quarantined for 5 s
-    const t0 = Date.now();
-    const got = await behind;
-    expect(Date.now() - t0).toBeLessThan(1000); // served at once, not when the quarantine ends
+    const behind = d.allocAsync(4096, { wait: true }); // fits, but FIFO keeps it behind B
+    expect((await eventually(() => d.statsAsync(), (s) => s.waiting === 2)).waiting).toBe(2);
+    b.destroy(); // B crashes: its wait is dropped, its block is quarantined (for 10 minutes here)
+    const got = await behind; // served without waiting for the quarantine to end
     expect(got.size).toBe(4096);
+    expect(await d.statsAsync()).toMatchObject({ quarantinedBlocks: 1, waiting: 0 });
     await got.free();
     await held.free();
   });
 
   it('close() while this client waits: the block its own free makes room for is given back, never mapped; new requests get EBADF', async () => {
-    const { server, socket } = await serve({ size: 2 * 4096, quarantineMs: 60_000 });
+    const { server, socket } = await serve({ size: 2 * 4096, quarantineMs: 600_000 });
     const pool = await client(socket);
     await pool.allocAsync(2 * 4096); // everything
     const waiting = pool.allocAsync(4096, { wait: true });
     const outcome = waiting.then(() => 'mapped', (e: PhysmemError) => e.code);
-    await sleep(20);
+    await eventually(() => server.stats().waiting, (w) => w === 1);
     const closing = pool.close(); // frees the big block, which lets the daemon grant the wait
     await rejectsWith(pool.allocAsync(4096), 'EBADF');
     await rejectsWith(pool.statsAsync(), 'EBADF');
@@ -520,9 +533,8 @@ describe('waiting allocations', () => {
     await closing;
     expect(await outcome).toBe('EBADF');
     expect(pool.buffers()).toEqual([]);
-    // Given back at once: nothing sits in quarantine (60 s here) for this client.
-    for (let i = 0; i < 100 && server.stats().count !== 0; i++) await sleep(10);
-    expect(server.stats()).toMatchObject({ count: 0, quarantinedBlocks: 0 });
+    // Given back at once: nothing sits in quarantine (10 minutes here) for this client.
+    expect(await eventually(() => server.stats(), (s) => s.count === 0)).toMatchObject({ count: 0, quarantinedBlocks: 0 });
   });
 
   it('time out with ETIMEDOUT', async () => {
@@ -559,21 +571,30 @@ describe('waiting allocations', () => {
 });
 
 describe('disconnect and quarantine (in-process client)', () => {
-  it('a closed connection\'s blocks stay allocated for the quarantine, then return', async () => {
-    const { server, socket } = await serve({ size: 64 * 1024, quarantineMs: 1500 });
+  it('a closed connection\'s blocks stay allocated for the quarantine (one no stall reaches)', async () => {
+    const { server, socket } = await serve({ size: 64 * 1024, quarantineMs: 600_000 });
     const a = await client(socket);
     await a.allocAsync(32 * 1024);
     const b = await client(socket);
     // Drop the connection without freeing (as a crash would).
     a.destroy();
-    let s = await b.statsAsync();
-    for (let i = 0; i < 100 && s.clients !== 1; i++) s = (await sleep(5), await b.statsAsync());
+    const s = await eventually(() => b.statsAsync(), (x) => x.clients === 1);
+    expect(s.clients).toBe(1);
     expect(s.quarantinedBlocks).toBe(1);
     expect(s.used).toBe(32 * 1024);
     await rejectsWith(b.allocAsync(64 * 1024), 'ENOMEM');
-    const waited = b.allocAsync(64 * 1024, { wait: true, timeoutMs: 2000 }); // served when the quarantine ends
-    const got = await waited;
-    s = await b.statsAsync();
+    server.check();
+  });
+
+  it('when the quarantine ends, the blocks return, zeroed, and serve a waiting allocation', async () => {
+    const { server, socket } = await serve({ size: 64 * 1024, quarantineMs: 50 });
+    const a = await client(socket);
+    (await a.allocAsync(32 * 1024)).bytes.fill(0xa5);
+    const b = await client(socket);
+    a.destroy();
+    // The whole pool: only once a's block has returned (no timeout: the test's own is the safety net).
+    const got = await b.allocAsync(64 * 1024, { wait: true });
+    const s = await b.statsAsync();
     expect(s.quarantinedBlocks).toBe(0);
     expect(got.bytes.every((x) => x === 0)).toBe(true);
     await got.free();
@@ -803,7 +824,8 @@ describe('fuzzing the daemon (fast-check)', () => {
       },
     ), { numRuns: 1200 });
     expect(frames).toBeGreaterThanOrEqual(10_000);
-    await sleep(20); // quarantine 0: the fuzz connections' blocks return on the next tick
+    // Quarantine 0: the fuzz connections' blocks return once their disconnects are seen (awaited, not slept on).
+    await eventually(() => server.stats(), (x) => x.clients === 1 && x.count === 2 && x.quarantinedBlocks === 0);
     server.check();
     expect(kept.bytes.every((b) => b === 0x77)).toBe(true);
     expect(named.bytes.every((b) => b === 0x66)).toBe(true);
@@ -821,7 +843,7 @@ describe('fuzzing the daemon (fast-check)', () => {
 
 describe('physmem status (collectStatus / formatStatus)', () => {
   it('reports clients, their blocks, quarantine, free space and a map that tiles the pool exactly', async () => {
-    const { socket } = await serve({ size: 64 * 1024, quarantineMs: 5000 });
+    const { socket } = await serve({ size: 64 * 1024, quarantineMs: 600_000 }); // no stall ends it while we look
     const a = await client(socket);
     const b = await client(socket);
     const a1 = await a.allocAsync(5000); // 2 pages
@@ -829,8 +851,7 @@ describe('physmem status (collectStatus / formatStatus)', () => {
     const gone = await client(socket);
     await gone.allocAsync(100);
     gone.destroy();
-    let r = await collectStatus(socket);
-    for (let i = 0; i < 100 && r.quarantine.blocks === 0; i++) r = (await sleep(5), await collectStatus(socket));
+    const r = await eventually(() => collectStatus(socket), (x) => x.quarantine.blocks !== 0);
     expect(r.backend).toBe('fake');
     expect(r.total).toBe(64 * 1024);
     expect(r.quarantine).toEqual({ blocks: 1, bytes: 100 });
@@ -997,7 +1018,7 @@ describe('named buffers', () => {
   });
 
   it('survives its creator\'s disconnect while others hold it; the last holder\'s disconnect quarantines it', async () => {
-    const { server, socket } = await serve({ size: 64 * 1024, quarantineMs: 200 });
+    const { server, socket } = await serve({ size: 64 * 1024, quarantineMs: 600_000 }); // no stall ends it while we look
     const a = await client(socket);
     const b = await client(socket);
     const watcher = await client(socket);
@@ -1005,19 +1026,32 @@ describe('named buffers', () => {
     const held = await b.lookup('frame');
     held.bytes[0] = 42;
     a.destroy();
-    let s = await watcher.statsAsync();
-    for (let i = 0; i < 100 && s.clients !== 2; i++) s = (await sleep(5), await watcher.statsAsync());
+    let s = await eventually(() => watcher.statsAsync(), (x) => x.clients === 2);
+    expect(s.clients).toBe(2);
     expect(s.quarantinedBlocks).toBe(0); // b still holds it
     expect(s.count).toBe(1);
     expect(held.bytes[0]).toBe(42);
     server.check();
     b.destroy();
-    for (let i = 0; i < 100 && s.clients !== 1; i++) s = (await sleep(5), await watcher.statsAsync());
+    s = await eventually(() => watcher.statsAsync(), (x) => x.clients === 1);
+    expect(s.clients).toBe(1);
     expect(s.quarantinedBlocks).toBe(1);
     await rejectsWith(watcher.lookup('frame'), 'ENOENT'); // no new holders during the quarantine
     server.check();
-    for (let i = 0; i < 100 && s.count !== 0; i++) s = (await sleep(20), await watcher.statsAsync());
-    expect(s.count).toBe(0);
+  });
+
+  it('a named block quarantined by its last holder\'s disconnect returns when the quarantine ends', async () => {
+    const { server, socket } = await serve({ size: 64 * 1024, quarantineMs: 50 });
+    const a = await client(socket);
+    const b = await client(socket);
+    const watcher = await client(socket);
+    await a.allocAsync(4096, { name: 'frame' });
+    await b.lookup('frame');
+    a.destroy();
+    b.destroy();
+    const s = await eventually(() => watcher.statsAsync(), (x) => x.clients === 1 && x.count === 0);
+    expect(s).toMatchObject({ clients: 1, count: 0, quarantinedBlocks: 0 });
+    await rejectsWith(watcher.lookup('frame'), 'ENOENT');
     server.check();
   });
 });

@@ -18,6 +18,11 @@ import { makeSysfs, setFakeDriver, MEM } from './helpers/fake-sysfs.js';
 
 const skipNative = process.platform !== 'linux';
 
+/** Waits until `cond()` holds; the 30 s deadline only stops a hang (the caller's assertions then fail). */
+async function until(cond: () => boolean): Promise<void> {
+  for (const end = Date.now() + 30_000; !cond() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
+}
+
 describe('VFIO groups on a fake sysfs tree', () => {
   let root: string;
   beforeEach(() => {
@@ -219,7 +224,7 @@ describe.skipIf(skipNative)('interrupts (fake device: VFIO ioctls faked, eventfd
     irq.enable({ type: 'msi' });
     listening = true;
     k.fire(0, 3);
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => emitted.length > 0); // the loop's read of the eventfd
     expect(emitted).toEqual([[0, 3]]);
     listening = false;
     await expect(irq.wait(0, { timeoutMs: 20 })).rejects.toMatchObject({ code: 'ETIMEDOUT' });
@@ -238,7 +243,7 @@ describe.skipIf(skipNative)('interrupts (fake device: VFIO ioctls faked, eventfd
     expect(await q).toBe(1);
     listening = true; // listeners service synchronously: unmask right after them
     k.fire(0);
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => emitted.length > 0); // the loop's read of the eventfd
     expect(emitted).toEqual([[0, 1]]);
     expect(k.unmasks).toBe(2);
   });
