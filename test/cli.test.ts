@@ -33,6 +33,9 @@ describe.skipIf(!existsSync(bin))('physmem CLI (built bin; npm test builds it fi
     expect(r.out).toMatch(/descriptor ring\s+4 KiB\s+align 4 KiB\s+0x[0-9a-f]+/);
     expect(r.out).toMatch(/after free: 0 blocks/);
     expect(r.out).not.toMatch(/MISMATCH/);
+    // Advice that can work on this kernel: mem=/memmap= only where /dev/mem exists.
+    if (existsSync('/dev/mem')) expect(r.out).toMatch(/Reserve RAM with mem= or memmap=/);
+    else expect(r.out).toMatch(/no \/dev\/mem, so reserving RAM would not help: `physmem doctor`/);
   });
 
   it('demo --json gives addresses as hex and ok: true', () => {

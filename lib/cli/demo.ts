@@ -4,6 +4,7 @@
  * free them.
  * @module
  */
+import { existsSync } from 'node:fs';
 import { openPoolSync } from '../open.js';
 import { nativeAddonSource } from '../native.js';
 import type { AllocOptions, DmaBuffer } from '../pool.js';
@@ -39,7 +40,12 @@ export function runDemo(): { json: unknown; text: string } {
     lines.push(`physmem demo: ${pool.describe()}`);
     if (pool.fallbackReason) {
       lines.push(`note: using the FAKE backend: ${pool.fallbackReason}.`);
-      lines.push('      Reserve RAM with mem= or memmap= on the kernel command line to get real DMA memory.');
+      // Reserving RAM only helps where /dev/mem exists; elsewhere point at what can work.
+      lines.push(
+        existsSync('/dev/mem')
+          ? '      Reserve RAM with mem= or memmap= on the kernel command line to get real DMA memory.'
+          : "      This kernel has no /dev/mem, so reserving RAM would not help: `physmem doctor` shows whether 'hugepage', 'udmabuf' or 'vfio' can work here.",
+      );
     }
     const rows: DemoRow[] = [];
     const live: DmaBuffer[] = [];
