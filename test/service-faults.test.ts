@@ -10,6 +10,7 @@
  * leaves every file as it was.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { eventually, rejectsWith, sleep } from './helpers/wait.js';
 import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 import {
@@ -46,17 +47,8 @@ const children = new Set<ChildProcess>();
 const servers: ServiceServer[] = [];
 const pools: ServicePool[] = [];
 const mounts: string[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Re-reads `get()` until `ok` holds and returns the last value; the 60 s deadline only stops a hang. */
-async function eventually<T>(get: () => T | Promise<T>, ok: (v: T) => boolean): Promise<T> {
-  const end = Date.now() + 60_000;
-  for (;;) {
-    const v = await get();
-    if (ok(v) || Date.now() > end) return v;
-    await sleep(10);
-  }
-}
 const quiet = () => undefined;
 
 afterAll(async () => {
@@ -67,12 +59,6 @@ afterAll(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<PhysmemError> {
-  const e = await p.then(() => undefined, (x: unknown) => x);
-  expect(e).toBeInstanceOf(PhysmemError);
-  expect((e as PhysmemError).code).toBe(code);
-  return e as PhysmemError;
-}
 
 let dirCount = 0;
 function dirs(name: string): { base: string; socket: string; stateDir: string } {
@@ -362,7 +348,7 @@ describe('(5) the wait queue: serving a request does not walk it; one client\'s 
     const N = 30_000;
     const waits = Array.from({ length: N }, () => hog.allocAsync(4096, { wait: true }));
     for (const w of waits) w.catch(() => undefined);
-    expect(await eventually(() => s.stats().waiting, (w) => w >= N)).toBe(N);
+    expect(await eventually(() => s.stats().waiting, (w) => w >= N, 60_000)).toBe(N);
     const other = await ServicePool.connect(socket);
     pools.push(other);
     const v0 = s.queueVisits;
@@ -370,7 +356,7 @@ describe('(5) the wait queue: serving a request does not walk it; one client\'s 
     // immediate alloc (ENOMEM), stats: none of them may walk the 30,000 waits.
     const ac = new AbortController();
     const mine = other.allocAsync(4096, { wait: true, signal: ac.signal });
-    expect(await eventually(() => s.stats().waiting, (w) => w >= N + 1)).toBe(N + 1);
+    expect(await eventually(() => s.stats().waiting, (w) => w >= N + 1, 60_000)).toBe(N + 1);
     ac.abort();
     await rejectsWith(mine, 'ECANCELED');
     await rejectsWith(other.allocAsync(4096), 'ENOMEM');
@@ -379,12 +365,12 @@ describe('(5) the wait queue: serving a request does not walk it; one client\'s 
     // A free serves from the head only: 16 blocks fit, the 17th waiter stops the walk.
     const v1 = s.queueVisits;
     await all.free();
-    expect(await eventually(() => s.stats().waiting, (w) => w <= N - 16)).toBe(N - 16);
+    expect(await eventually(() => s.stats().waiting, (w) => w <= N - 16, 60_000)).toBe(N - 16);
     expect(s.queueVisits - v1).toBe(17);
     // The hog's disconnect drops its waits, walking only its own.
     hog.destroy();
     await Promise.allSettled(waits);
-    expect(await eventually(() => s.stats().waiting, (w) => w === 0)).toBe(0);
+    expect(await eventually(() => s.stats().waiting, (w) => w === 0, 60_000)).toBe(0);
     s.check();
   }, 120_000);
 

@@ -4,6 +4,7 @@
  * with a client child holding blocks.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { rejectsWith, sleep } from './helpers/wait.js';
 import { startLineChild, type LineChild } from './helpers/child.js';
 import { type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +24,6 @@ const root = mkdtempSync(join(tmpdir(), 'physmem-journal-'));
 const children = new Set<ChildProcess>();
 const servers: ServiceServer[] = [];
 const pools: ServicePool[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const quiet = () => undefined;
 
 afterAll(async () => {
@@ -33,12 +33,6 @@ afterAll(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<PhysmemError> {
-  const e = await p.then(() => undefined, (x: unknown) => x);
-  expect(e).toBeInstanceOf(PhysmemError);
-  expect((e as PhysmemError).code).toBe(code);
-  return e as PhysmemError;
-}
 
 function dirs(name: string): { socket: string; stateDir: string } {
   const d = join(root, name);

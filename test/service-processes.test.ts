@@ -9,6 +9,7 @@
  * CI runs it whatever its environment; set it lower for quick local runs.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { eventually, sleep } from './helpers/wait.js';
 import { startLineChild, type LineChild } from './helpers/child.js';
 import { type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -25,17 +26,8 @@ const root = mkdtempSync(join(tmpdir(), 'physmem-service-proc-'));
 const children = new Set<ChildProcess>();
 const servers: ServiceServer[] = [];
 const pools: ServicePool[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Re-reads `get()` until `ok` holds and returns the last value; the 30 s deadline only stops a hang. */
-async function eventually<T>(get: () => T | Promise<T>, ok: (v: T) => boolean): Promise<T> {
-  const end = Date.now() + 30_000;
-  for (;;) {
-    const v = await get();
-    if (ok(v) || Date.now() > end) return v;
-    await sleep(10);
-  }
-}
 const OPS = Number(process.env.PHYSMEM_STRESS_OPS ?? 50_000);
 
 afterAll(async () => {

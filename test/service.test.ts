@@ -4,6 +4,7 @@
  * the real Unix socket. Child-process clients are in service-processes.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually, rejectsWith, sleep } from './helpers/wait.js';
 import fc from 'fast-check';
 import { connect } from 'node:net';
 import { chmodSync, mkdtempSync, rmSync, statSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
@@ -39,24 +40,9 @@ async function client(socket: string): Promise<ServicePool> {
   return p;
 }
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<PhysmemError> {
-  const e = await p.then(() => undefined, (x: unknown) => x);
-  expect(e).toBeInstanceOf(PhysmemError);
-  expect((e as PhysmemError).code).toBe(code);
-  return e as PhysmemError;
-}
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Re-reads `get()` until `ok` holds and returns the last value; the 30 s deadline only stops a hang. */
-async function eventually<T>(get: () => T | Promise<T>, ok: (v: T) => boolean): Promise<T> {
-  const end = Date.now() + 30_000;
-  for (;;) {
-    const v = await get();
-    if (ok(v) || Date.now() > end) return v;
-    await sleep(10);
-  }
-}
 
 afterAll(async () => {
   for (const p of pools) await p.close().catch(() => undefined);
