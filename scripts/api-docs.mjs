@@ -23,6 +23,9 @@ const args = [
   '--readme', 'none',
   '--excludePrivate',
   '--excludeInternal',
+  // No public repository to link sources to; and typedoc would otherwise warn
+  // or not depending on the clone's git remote.
+  '--disableSources',
   '--treatWarningsAsErrors',
   '--validation.notExported', 'true',
   '--validation.invalidLink', 'true',
