@@ -7,7 +7,7 @@
 import { PhysmemError, invalidArgument } from './errors.js';
 import { RangeAllocator } from './allocator/index.js';
 import type { Backend, BackendName, SyncDirectionCode } from './backends/types.js';
-import { toAddressNumber } from './backends/fake.js';
+import { toAddressNumber } from './internal/validate.js';
 import { createSubPool, type SubPool, type SubPoolOptions } from './subpool.js';
 import { addressAt } from './address.js';
 import { WaitQueue, type WaitNode } from './wait-queue.js';

@@ -16,7 +16,7 @@ import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native } from '../native.js';
 import { checkExplicitRange, discoverRegions, readMemoryMaps } from '../discovery/index.js';
 import type { Backend, BackendRange } from './types.js';
-import { toAddressNumber } from './fake.js';
+import { toAddressNumber } from '../internal/validate.js';
 
 /** A physical range given explicitly (bigints or numbers, bytes). */
 export interface ExplicitRange {

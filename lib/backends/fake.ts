@@ -9,6 +9,7 @@ import { Mapping } from '../mapping.js';
 import { native } from '../native.js';
 import { fakeLockKind, lockRegion, type RegionLock } from '../locks.js';
 import type { Backend, BackendRange } from './types.js';
+import { toAddressNumber } from '../internal/validate.js';
 
 /** Options of the fake backend. */
 export interface FakeBackendOptions {
@@ -34,16 +35,6 @@ export interface FakeBackendOptions {
 export const FAKE_DEFAULT_SIZE = 64 * 1024 * 1024;
 /** Default synthetic physical base of a fake pool: 4 GiB. */
 export const FAKE_DEFAULT_PHYS_BASE = 0x1_0000_0000n;
-
-/** Convert a bigint/number option to a safe non-negative integer number, or throw EINVAL naming it. */
-export function toAddressNumber(value: bigint | number, name: string): number {
-  const n = typeof value === 'bigint' ? Number(value) : value;
-  if (typeof value !== 'bigint' && typeof value !== 'number') throw invalidArgument(`${name} must be a bigint or a number, got ${typeof value}`);
-  if (!Number.isSafeInteger(n) || n < 0 || (typeof value === 'bigint' && BigInt(n) !== value)) {
-    throw invalidArgument(`${name} must be a non-negative integer below 2^53, got ${String(value)}`);
-  }
-  return n;
-}
 
 /**
  * Open a fake backend.

@@ -1,0 +1,119 @@
+/**
+ * The argument checks every public entry point shares: one `hex`, one
+ * power-of-two test, one address conversion and one options-object check, so
+ * each rule is written once and refuses bad input the same way everywhere.
+ * Internal: not exported from a package subpath.
+ * @module
+ */
+import { invalidArgument } from '../errors.js';
+
+/**
+ * `0x` plus lower-case hex digits, zero-padded to `width` digits when given.
+ * @param n - a non-negative integer (number or bigint).
+ * @param width - minimum number of digits (default: none).
+ */
+export function hex(n: number | bigint, width = 0): string {
+  const digits = n.toString(16);
+  return '0x' + (width > digits.length ? digits.padStart(width, '0') : digits);
+}
+
+/** True for 1, 2, 4, ... 2^52 given as numbers (anything else, including bigints, is false). */
+export function isPowerOfTwo(x: unknown): x is number {
+  if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 1) return false;
+  // Bitwise operators see 32 bits; above 2^31 compare with the exact power instead.
+  return x <= 0x8000_0000 ? (x & (x - 1)) === 0 : 2 ** Math.round(Math.log2(x)) === x;
+}
+
+/**
+ * Convert a bigint or number address/offset option to a safe non-negative
+ * integer number.
+ * @param value - the caller's value.
+ * @param name - the option's name, for the message.
+ * @throws {PhysmemError} EINVAL when it is not a bigint or number, or not an integer in [0, 2^53).
+ */
+export function toAddressNumber(value: bigint | number, name: string): number {
+  if (typeof value !== 'bigint' && typeof value !== 'number') {
+    throw invalidArgument(`${name} must be a bigint or a number, got ${describeValue(value)}`);
+  }
+  const n = typeof value === 'bigint' ? Number(value) : value;
+  if (!Number.isSafeInteger(n) || n < 0 || (typeof value === 'bigint' && BigInt(n) !== value)) {
+    throw invalidArgument(`${name} must be a non-negative integer below 2^53, got ${String(value)}`);
+  }
+  return n;
+}
+
+/** A short description of a bad value for a message: `null`, `an array`, `function`, `'abc'`, `1.5`. */
+export function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '...' : value);
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return String(value);
+  return typeof value;
+}
+
+/** Edit distance (insert, delete, substitute, swap of neighbours), for "did you mean". */
+function distance(a: string, b: string): number {
+  const rows = a.length + 1;
+  const cols = b.length + 1;
+  const d: number[] = new Array<number>(rows * cols).fill(0);
+  for (let i = 0; i < rows; i++) d[i * cols] = i;
+  for (let j = 0; j < cols; j++) d[j] = j;
+  for (let i = 1; i < rows; i++) {
+    for (let j = 1; j < cols; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[(i - 1) * cols + j]! + 1, d[i * cols + j - 1]! + 1, d[(i - 1) * cols + j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[(i - 2) * cols + j - 2]! + 1);
+      d[i * cols + j] = v;
+    }
+  }
+  return d[rows * cols - 1]!;
+}
+
+/**
+ * The known name closest to `name` (case-insensitive edit distance at most a
+ * third of its length, at least 2; or one contains the other), or undefined.
+ */
+export function closestName(name: string, known: readonly string[]): string | undefined {
+  const lower = name.toLowerCase();
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const kl = k.toLowerCase();
+    const dist = kl === lower ? 0 : kl.includes(lower) || lower.includes(kl) ? 1 : distance(lower, kl);
+    if (dist < bestDistance) {
+      bestDistance = dist;
+      best = k;
+    }
+  }
+  return bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
+}
+
+/**
+ * A checker for one options object of the public API: it refuses a value
+ * that is not a plain object (null, an array, a number, ...) and any property
+ * name it does not know, so a misspelt option (`alignment` for `align`)
+ * cannot be silently ignored. Built once per entry point; the check itself
+ * is one `for...in` over the caller's keys and a Set lookup each.
+ * @param where - the entry point, for messages, e.g. `'pool.alloc()'`.
+ * @param names - every option name the entry point accepts.
+ * @returns a function that returns its argument, typed, or throws.
+ */
+export function optionsChecker(where: string, names: readonly string[]): <T extends object>(options: T | undefined) => T | undefined {
+  const known = new Set(names);
+  const fail = (options: unknown, key?: string): never => {
+    if (key === undefined) {
+      throw invalidArgument(`${where} options must be an object, got ${describeValue(options)}`, `Pass an object such as { ${names[0] ?? ''}: ... } or leave it out.`);
+    }
+    const guess = closestName(key, names);
+    throw invalidArgument(
+      `unknown option '${key}' for ${where}${guess === undefined ? '' : `; did you mean '${guess}'?`}`,
+      `${where} accepts: ${names.join(', ')}.`,
+    );
+  };
+  return <T extends object>(options: T | undefined): T | undefined => {
+    if (options === undefined) return undefined;
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) return fail(options);
+    for (const key in options) if (!known.has(key)) fail(options, key);
+    return options;
+  };
+}

@@ -1,0 +1,67 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { PhysmemError } from '../lib/errors.js';
+import { closestName, hex, isPowerOfTwo, optionsChecker, toAddressNumber } from '../lib/internal/validate.js';
+
+function thrown(f: () => unknown): PhysmemError {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(PhysmemError);
+    return e as PhysmemError;
+  }
+  throw new Error('expected a throw');
+}
+
+describe('internal/validate', () => {
+  it('hex pads to a width and takes numbers and bigints', () => {
+    expect(hex(255)).toBe('0xff');
+    expect(hex(0x1_0000_0000n)).toBe('0x100000000');
+    expect(hex(5, 4)).toBe('0x0005');
+  });
+
+  it('isPowerOfTwo agrees with the exact definition over the whole safe range', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.integer({ min: 0, max: 52 }).map((k) => 2 ** k), fc.integer({ min: -10, max: 2 ** 31 + 10 }), fc.double()), (x) => {
+        const exact = Number.isSafeInteger(x) && x >= 1 && Number.isInteger(Math.log2(x)) && 2 ** Math.log2(x) === x;
+        expect(isPowerOfTwo(x)).toBe(exact);
+      }),
+    );
+    expect(isPowerOfTwo(2 ** 53)).toBe(false);
+    expect(isPowerOfTwo(3 * 2 ** 40)).toBe(false);
+    expect(isPowerOfTwo(4n)).toBe(false);
+  });
+
+  it('toAddressNumber refuses what is not an exact non-negative integer below 2^53, naming the option', () => {
+    expect(toAddressNumber(0x1000n, 'at')).toBe(0x1000);
+    for (const bad of [1.5, -1, 2 ** 53, 2n ** 53n, -1n, Infinity, NaN, 'abc', null, {}]) {
+      const e = thrown(() => toAddressNumber(bad as number, 'busOffset'));
+      expect(e.code).toBe('EINVAL');
+      expect(e.message).toContain('busOffset');
+    }
+  });
+
+  it('closestName suggests near misses and nothing for unrelated words', () => {
+    const names = ['align', 'at', 'boundary', 'maxAddress', 'zero'];
+    expect(closestName('alignment', names)).toBe('align');
+    expect(closestName('maxaddress', names)).toBe('maxAddress');
+    expect(closestName('bondary', names)).toBe('boundary');
+    expect(closestName('colour', names)).toBeUndefined();
+  });
+
+  it('optionsChecker refuses non-objects and unknown names with EINVAL, did-you-mean and the list', () => {
+    const check = optionsChecker('pool.alloc()', ['align', 'boundary']);
+    const ok = { align: 64 };
+    expect(check(ok)).toBe(ok);
+    expect(check(undefined)).toBeUndefined();
+    const unknown = thrown(() => check({ alignment: 1 << 20 }));
+    expect(unknown.code).toBe('EINVAL');
+    expect(unknown.message).toMatch(/unknown option 'alignment' for pool\.alloc\(\); did you mean 'align'\?/);
+    expect(unknown.message).toContain('align, boundary');
+    for (const bad of [null, 5, 'x', [1], () => 1]) {
+      const e = thrown(() => check(bad as object));
+      expect(e.code).toBe('EINVAL');
+      expect(e.message).toContain('options must be an object');
+    }
+  });
+});
