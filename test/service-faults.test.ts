@@ -256,6 +256,31 @@ describe('(2) a refused start changes nothing on disk', () => {
   });
 });
 
+describe('temporary memory files of a daemon that died while starting', () => {
+  it('are removed by the next start, one with our own (reused) pid does not block it, other files stay', async () => {
+    const d = dirs('leftover-new');
+    mkdirSync(join(d.base, 'run'), { mode: 0o700 });
+    // What `serve` leaves when killed between creating its memory file and moving it in place.
+    const dead = join(d.base, 'run', 'pool.sock.mem.999999.new');
+    const ours = join(d.base, 'run', `pool.sock.mem.${process.pid}.new`);
+    const other = join(d.base, 'run', 'pool.sock.mem.notes');
+    for (const f of [dead, ours, other]) writeFileSync(f, 'x', { mode: 0o600 });
+    const lines: string[] = [];
+    const s = await startServer({ socket: d.socket, size: 256 * 1024, log: (l) => lines.push(l) });
+    servers.push(s);
+    expect(existsSync(dead)).toBe(false);
+    expect(existsSync(ours)).toBe(false);
+    expect(readFileSync(other, 'utf8')).toBe('x');
+    expect(lines.join('\n')).toMatch(/removed pool\.sock\.mem\.999999\.new/);
+    const p = await ServicePool.connect(d.socket);
+    pools.push(p);
+    const b = await p.allocAsync(4096);
+    b.bytes.fill(7);
+    expect(b.bytes[4095]).toBe(7);
+    await s.close();
+  });
+});
+
 describe('(3) one daemon per state directory', () => {
   it('a second daemon on the same --state-dir (another socket) is refused with EBUSY naming the holder; the first keeps its blocks', async () => {
     const { base, socket, stateDir } = dirs('two');

@@ -11,8 +11,9 @@
  *   address); clients need to open /dev/mem too (root, or CAP_SYS_RAWIO).
  * @module
  */
-import { chmodSync, chownSync, closeSync, fstatSync, ftruncateSync, openSync, renameSync, rmSync, constants as fsConstants } from 'node:fs';
-import { PhysmemError, invalidArgument } from '../errors.js';
+import { chmodSync, chownSync, closeSync, fstatSync, ftruncateSync, openSync, readdirSync, renameSync, rmSync, constants as fsConstants } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { PhysmemError, hasCode, invalidArgument } from '../errors.js';
 import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native } from '../native.js';
 import { openDevmemBackend, type DevmemBackendOptions } from '../backends/devmem.js';
@@ -69,7 +70,17 @@ export function openFakeFileMemory(o: FakeFileMemoryOptions): ServiceMemory {
   // never follow a planted link) and only publish() puts it in place.
   const at = o.keep ? o.path : `${o.path}.${process.pid}.new`;
   let published = o.keep === true;
-  const fd0 = openSync(at, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW | (o.keep ? 0 : fsConstants.O_CREAT | fsConstants.O_EXCL), o.mode);
+  const flags = fsConstants.O_RDWR | fsConstants.O_NOFOLLOW | (o.keep ? 0 : fsConstants.O_CREAT | fsConstants.O_EXCL);
+  let fd0: number;
+  try {
+    fd0 = openSync(at, flags, o.mode);
+  } catch (e) {
+    // The caller holds the socket's lock, so a temporary file under our own name is a dead
+    // daemon's whose pid we were given again: never data (only publish() makes a file the pool's).
+    if (o.keep || !hasCode(e, 'EEXIST')) throw e;
+    rmSync(at, { force: true });
+    fd0 = openSync(at, flags, o.mode);
+  }
   let mapping: Mapping;
   try {
     try {
@@ -130,6 +141,28 @@ export function openFakeFileMemory(o: FakeFileMemoryOptions): ServiceMemory {
       if (!published) rmSync(at, { force: true });
     },
   };
+}
+
+/**
+ * Remove the temporary memory files (`<path>.<pid>.new`) of daemons that died while starting.
+ * Only while holding the socket's lock, and after publish(): then none of them is anyone's.
+ * @returns the names removed.
+ */
+export function removeLeftoverMemoryFiles(path: string): string[] {
+  const prefix = basename(path) + '.';
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dirname(path));
+  } catch {
+    return removed; // nothing to tidy is not a reason to refuse a start
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !/^\d+\.new$/.test(name.slice(prefix.length))) continue;
+    rmSync(join(dirname(path), name), { force: true });
+    removed.push(name);
+  }
+  return removed;
 }
 
 /** Reserved RAM through /dev/mem, as the devmem backend finds it. */

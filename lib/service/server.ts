@@ -19,7 +19,7 @@ import { FrameDecoder, Outbox, encodeFrame, requestParsers, type DecodeResult, t
 import type { WaitNode } from '../wait-queue.js';
 import { journalPath, readJournal, type JournalData } from './journal.js';
 import { ServicePolicy, type Peer, type PolicyStats, type Waiter } from './policy.js';
-import { openDevmemMemory, openFakeFileMemory, type ServiceMemory } from './memory.js';
+import { openDevmemMemory, openFakeFileMemory, removeLeftoverMemoryFiles, type ServiceMemory } from './memory.js';
 
 export type { ServiceBlock } from './protocol.js';
 
@@ -552,6 +552,7 @@ export async function startServer(options: ServeOptions): Promise<ServiceServer>
     // Everything checked: from here on, replace what a dead daemon left.
     if (stale) rmSync(socket, { force: true });
     memory.publish?.();
+    for (const name of removeLeftoverMemoryFiles(memPath)) stamp(`removed ${name}, left by a daemon that died while starting`);
     const srv = server;
     // umask so the socket is never more open than its final mode, even briefly.
     const oldMask = process.umask(gid === undefined ? 0o177 : 0o117);
