@@ -1,26 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { RangeAllocator, MIN_ALIGN, DEFAULT_ALIGN, SCAN_LIMIT, type BlockInfo } from '../lib/allocator/index.js';
-import { PhysmemError } from '../lib/errors.js';
+import { throwsWith } from './helpers/errors.js';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
 
-/** Run fn, expect a PhysmemError with `code` whose message matches `re`. */
-function expectCode(code: string, fn: () => unknown, re?: RegExp): PhysmemError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught, 'expected a PhysmemError to be thrown').toBeInstanceOf(PhysmemError);
-  const err = caught as PhysmemError;
-  expect(err.code).toBe(code);
-  if (re) expect(err.message).toMatch(re);
-  return err;
-}
-
-const einval = (fn: () => unknown, re?: RegExp) => expectCode('EINVAL', fn, re);
+const einval = (fn: () => unknown, re?: RegExp) => throwsWith(fn, 'EINVAL', re);
 
 function blocks(a: RangeAllocator): [number, number, boolean, number][] {
   return a.walk().map((b: BlockInfo) => [b.address, b.size, b.free, b.owner]);
@@ -488,7 +473,7 @@ describe('stats, walk, check', () => {
     a.check();
     const priv = a as unknown as { counts: Float64Array; F: Float64Array };
     priv.counts[0] += 8;
-    expectCode('EIO', () => a.check(), /allocator state is corrupt: used bytes/);
+    throwsWith(() => a.check(), 'EIO', /allocator state is corrupt: used bytes/);
     priv.counts[0] -= 8;
     a.check();
     // Break the address order: move a block's start past its successor.
@@ -498,7 +483,7 @@ describe('stats, walk, check', () => {
       return -1;
     })();
     priv.F[blockNode * 4] = 2 * MiB;
-    expectCode('EIO', () => a.check(), /corrupt/);
+    throwsWith(() => a.check(), 'EIO', /corrupt/);
     priv.F.set(saved);
     a.check();
   });

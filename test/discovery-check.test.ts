@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { PhysmemError } from '../lib/errors.js';
+import { throwsWith } from './helpers/errors.js';
 import { checkExplicitRange, readMemoryMaps, type CheckExplicitRangeOptions } from '../lib/discovery/index.js';
 
 const FIX = fileURLToPath(new URL('./fixtures/discovery/', import.meta.url));
@@ -9,17 +9,6 @@ const MiB = 1n << 20n;
 function check(fixture: string, start: bigint, size: bigint, options?: CheckExplicitRangeOptions) {
   const m = readMemoryMaps({ root: FIX + fixture });
   return checkExplicitRange(start, size, m.firmware, m.iomem, options);
-}
-
-/** The PhysmemError thrown, or a failure. */
-function refusal(fn: () => unknown): PhysmemError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PhysmemError);
-    return e as PhysmemError;
-  }
-  throw new Error('expected a refusal');
 }
 
 describe('checkExplicitRange: accepted RAM', () => {
@@ -48,81 +37,76 @@ describe('checkExplicitRange: accepted RAM', () => {
 
 describe('checkExplicitRange: refusals (EPERM, naming the entry)', () => {
   it('RAM the kernel uses: names the System RAM entry and what in it overlaps', () => {
-    const e = refusal(() => check('qemu-pc-mem384', 0x7000000n, 2n * MiB));
-    expect(e.code).toBe('EPERM');
+    const e = throwsWith(() => check('qemu-pc-mem384', 0x7000000n, 2n * MiB), 'EPERM');
     expect(e.message).toMatch(/^EPERM: 0x7000000-0x71fffff overlaps System RAM 0x100000-0x17ffffff \(Kernel code 0x6a00000-0x7801d31\) in \/proc\/iomem: RAM the kernel uses\. /);
     expect(e.message).toMatch(/memmap=2M\$0x7000000/);
   });
 
   it('the crash kernel', () => {
-    const e = refusal(() => check('qemu-pc-mem384-crashkernel', 0x13000000n, 16n * MiB));
+    const e = throwsWith(() => check('qemu-pc-mem384-crashkernel', 0x13000000n, 16n * MiB), 'EPERM');
     expect(e.message).toMatch(/System RAM 0x100000-0x17ffffff \(Crash kernel 0x13000000-0x16ffffff\)/);
   });
 
   it('a firmware Reserved range (ACPI tables on SeaBIOS), also when the range only straddles into it', () => {
-    const e = refusal(() => check('qemu-pc-mem384', 0x1ff00000n, 2n * MiB));
-    expect(e.code).toBe('EPERM');
+    const e = throwsWith(() => check('qemu-pc-mem384', 0x1ff00000n, 2n * MiB), 'EPERM');
     expect(e.message).toMatch(/0x1ff00000-0x200fffff is not all firmware System RAM: it overlaps Reserved 0x1ffe0000-0x1fffffff in the firmware map/);
     expect(e.message).toMatch(/allowDeviceMemory/);
   });
 
   it('ACPI ranges on a desktop', () => {
-    const e = refusal(() => check('desktop-16g', 0x7bd8c000n, 0x1000n));
+    const e = throwsWith(() => check('desktop-16g', 0x7bd8c000n, 0x1000n), 'EPERM');
     expect(e.message).toMatch(/ACPI Non-volatile Storage 0x7bd8c000-0x7c4f2fff in the firmware map/);
-    const t = refusal(() => check('desktop-16g', 0x7bc56000n, 0x1000n));
+    const t = throwsWith(() => check('desktop-16g', 0x7bc56000n, 0x1000n), 'EPERM');
     expect(t.message).toMatch(/ACPI Tables 0x7bc56000-0x7bd8bfff/);
   });
 
   it('a hole in the firmware map', () => {
-    const e = refusal(() => check('qemu-pc-mem384', 0x80000000n, MiB));
+    const e = throwsWith(() => check('qemu-pc-mem384', 0x80000000n, MiB), 'EPERM');
     expect(e.message).toMatch(/0x80000000-0x800fffff is in no firmware map entry/);
   });
 
   it('a driver claim (ramoops) in RAM above mem=', () => {
-    const e = refusal(() => check('qemu-pc-mem384-ramoops', 0x18000000n, MiB));
+    const e = throwsWith(() => check('qemu-pc-mem384-ramoops', 0x18000000n, MiB), 'EPERM');
     expect(e.message).toMatch(/overlaps ramoops:dmesg\(0\/14\) 0x18000000-0x18010ddb in \/proc\/iomem, claimed by a driver or device/);
     expect(check('qemu-pc-mem384-ramoops', 0x18100000n, MiB).kind).toBe('ram');
   });
 
   it('a Reserved entry with a driver nested under it', () => {
-    const e = refusal(() => check('qemu-pc-memmap-ramoops', 0x1d000000n, MiB));
+    const e = throwsWith(() => check('qemu-pc-memmap-ramoops', 0x1d000000n, MiB), 'EPERM');
     expect(e.message).toMatch(/overlaps Reserved 0x1c000000-0x1fffffff in \/proc\/iomem, claimed/);
-    const child = refusal(() => check('qemu-pc-memmap-ramoops', 0x1c000000n, 4096n));
+    const child = throwsWith(() => check('qemu-pc-memmap-ramoops', 0x1c000000n, 4096n), 'EPERM');
     expect(child.message).toMatch(/Reserved 0x1c000000-0x1fffffff \(ramoops:dmesg\(0\/14\) 0x1c000000-0x1c010ddb\)/);
   });
 
   it('memmap=nn#ss and nn!ss ranges (ACPI Tables, Persistent Memory in iomem)', () => {
-    expect(refusal(() => check('qemu-q35-memmap-multi', 0x14000000n, MiB)).message).toMatch(/ACPI Tables 0x14000000-0x14ffffff in \/proc\/iomem/);
-    expect(refusal(() => check('qemu-q35-memmap-multi', 0x16000000n, MiB)).message).toMatch(/Persistent Memory \(legacy\) 0x16000000-0x16ffffff/);
+    throwsWith(() => check('qemu-q35-memmap-multi', 0x14000000n, MiB), 'EPERM', /ACPI Tables 0x14000000-0x14ffffff in \/proc\/iomem/);
+    throwsWith(() => check('qemu-q35-memmap-multi', 0x16000000n, MiB), 'EPERM', /Persistent Memory \(legacy\) 0x16000000-0x16ffffff/);
   });
 
   it('anything below 1 MiB, even firmware RAM the kernel marked Reserved (page 0)', () => {
-    const e = refusal(() => check('qemu-pc-mem384', 0n, 4096n));
-    expect(e.code).toBe('EPERM');
+    const e = throwsWith(() => check('qemu-pc-mem384', 0n, 4096n), 'EPERM');
     expect(e.message).toMatch(/0x0-0xfff lies below 1 MiB/);
   });
 
   it('an empty firmware map: cannot check, says CONFIG_FIRMWARE_MEMMAP', () => {
     const m = readMemoryMaps({ root: FIX + 'no-firmware-memmap' });
-    const e = refusal(() => checkExplicitRange(0x18000000n, MiB, m.firmware, m.iomem));
-    expect(e.code).toBe('EPERM');
+    const e = throwsWith(() => checkExplicitRange(0x18000000n, MiB, m.firmware, m.iomem), 'EPERM');
     expect(e.message).toMatch(/CONFIG_FIRMWARE_MEMMAP/);
   });
 
   it('iomem without System RAM (unreadable): cannot check', () => {
     const m = readMemoryMaps({ root: FIX + 'qemu-pc-mem384' });
-    expect(refusal(() => checkExplicitRange(0x18000000n, MiB, m.firmware, '')).code).toBe('EPERM');
+    throwsWith(() => checkExplicitRange(0x18000000n, MiB, m.firmware, ''), 'EPERM');
   });
 
   it('not root: EACCES', () => {
-    const e = refusal(() => check('qemu-pc-mem384-nonroot', 0x18000000n, MiB));
-    expect(e.code).toBe('EACCES');
+    const e = throwsWith(() => check('qemu-pc-mem384-nonroot', 0x18000000n, MiB), 'EACCES');
     expect(e.message).toMatch(/Run as root/);
   });
 
   it('bad arguments: EINVAL', () => {
     for (const [s, n] of [[0x18000000n, 0n], [-1n, 4096n], [(1n << 64n) - 4096n, 8192n]] as const) {
-      expect(refusal(() => check('qemu-pc-mem384', s, n)).code).toBe('EINVAL');
+      throwsWith(() => check('qemu-pc-mem384', s, n), 'EINVAL');
     }
   });
 });
@@ -144,25 +128,24 @@ describe('checkExplicitRange with allowDeviceMemory', () => {
 
   it('still applies the RAM rules to RAM', () => {
     expect(check('qemu-pc-mem384', 0x18000000n, MiB, dev).kind).toBe('ram');
-    const e = refusal(() => check('qemu-pc-mem384', 0x10000000n, MiB, dev));
+    const e = throwsWith(() => check('qemu-pc-mem384', 0x10000000n, MiB, dev), 'EPERM');
     expect(e.message).toMatch(/System RAM 0x100000-0x17ffffff in \/proc\/iomem: RAM the kernel uses/);
   });
 
   it('refuses a BAR a driver claims, naming the driver', () => {
-    const e = refusal(() => check('qemu-pc-mem384', 0xfe000000n, 0x4000n, dev));
-    expect(e.code).toBe('EPERM');
+    const e = throwsWith(() => check('qemu-pc-mem384', 0xfe000000n, 0x4000n, dev), 'EPERM');
     expect(e.message).toMatch(/overlaps virtio-pci-modern 0xfe000000-0xfe003fff in \/proc\/iomem/);
-    expect(refusal(() => check('desktop-16g', 0x91000000n, 0x4000n, dev)).message).toMatch(/nvme 0x91000000-0x91003fff/);
+    throwsWith(() => check('desktop-16g', 0x91000000n, 0x4000n, dev), 'EPERM', /nvme 0x91000000-0x91003fff/);
   });
 
   it('refuses what is in no PCI window (a firmware Reserved range, MMCONFIG, the IOAPIC)', () => {
-    expect(refusal(() => check('qemu-pc-mem384', 0xfd00000000n, MiB, dev)).message).toMatch(/neither firmware System RAM nor inside a PCI bus window or BAR .*it overlaps Reserved 0xfd00000000-0xffffffffff/);
-    expect(refusal(() => check('qemu-q35-16g-plain', 0xb0000000n, MiB, dev)).message).toMatch(/PCI MMCONFIG 0000 \[bus 00-ff\] 0xb0000000-0xbfffffff/);
-    expect(refusal(() => check('qemu-pc-mem384', 0xfec00000n, 0x400n, dev)).message).toMatch(/IOAPIC 0/);
+    throwsWith(() => check('qemu-pc-mem384', 0xfd00000000n, MiB, dev), 'EPERM', /neither firmware System RAM nor inside a PCI bus window or BAR .*it overlaps Reserved 0xfd00000000-0xffffffffff/);
+    throwsWith(() => check('qemu-q35-16g-plain', 0xb0000000n, MiB, dev), 'EPERM', /PCI MMCONFIG 0000 \[bus 00-ff\] 0xb0000000-0xbfffffff/);
+    throwsWith(() => check('qemu-pc-mem384', 0xfec00000n, 0x400n, dev), 'EPERM', /IOAPIC 0/);
   });
 
   it('refuses ranges that are partly RAM, and firmware ACPI ranges', () => {
-    expect(refusal(() => check('qemu-pc-mem384', 0x1ff00000n, 2n * MiB, dev)).message).toMatch(/either all firmware System RAM or all device memory/);
-    expect(refusal(() => check('desktop-16g', 0x7bc56000n, 0x1000n, dev)).message).toMatch(/ACPI Tables 0x7bc56000-0x7bd8bfff in the firmware map/);
+    throwsWith(() => check('qemu-pc-mem384', 0x1ff00000n, 2n * MiB, dev), 'EPERM', /either all firmware System RAM or all device memory/);
+    throwsWith(() => check('desktop-16g', 0x7bc56000n, 0x1000n, dev), 'EPERM', /ACPI Tables 0x7bc56000-0x7bd8bfff in the firmware map/);
   });
 });

@@ -5,6 +5,7 @@ import { gzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
+import { throwsWith } from './helpers/errors.js';
 import { runDoctor, type DoctorReport } from '../lib/cli/doctor.js';
 
 const FIX = fileURLToPath(new URL('./fixtures/discovery/', import.meta.url));
@@ -126,16 +127,10 @@ describe('a kernel without /dev/mem: what is missing comes first, not advice to 
     root = mkdtempSync(join(tmpdir(), 'physmem-doctor-'));
     cpSync(join(FIX, 'qemu-pc-plain'), root, { recursive: true }); // nothing reserved: discovery alone would say ENOMEM
     const { openPoolSync } = await import('../lib/index.js');
-    let err: { code?: string; message: string } | undefined;
-    try {
-      openPoolSync({ backend: 'devmem', discoveryRoot: root, devicePath: join(root, 'dev/mem') });
-    } catch (e) {
-      err = e as typeof err;
-    }
-    expect(err?.code).toBe('ENOENT');
-    expect(err?.message).toMatch(/^ENOENT: no such file or directory, open '.*\/dev\/mem'\. this kernel has no \/dev\/mem \(built without CONFIG_DEVMEM\)/);
-    expect(err?.message).toMatch(/Use instead: backend 'hugepage'.*'udmabuf'.*'vfio'/);
-    expect(err?.message).not.toMatch(/physmem regions|memmap=/);
+    const err = throwsWith(() => openPoolSync({ backend: 'devmem', discoveryRoot: root, devicePath: join(root, 'dev/mem') }), 'ENOENT');
+    expect(err.message).toMatch(/^ENOENT: no such file or directory, open '.*\/dev\/mem'\. this kernel has no \/dev\/mem \(built without CONFIG_DEVMEM\)/);
+    expect(err.message).toMatch(/Use instead: backend 'hugepage'.*'udmabuf'.*'vfio'/);
+    expect(err.message).not.toMatch(/physmem regions|memmap=/);
   });
 
   it('physmem regions starts with the missing /dev/mem and gives no mem=/memmap= advice', async () => {

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startJsonChild, type ChildResult } from './helpers/child.js';
+import { throwsWith } from './helpers/errors.js';
 import { openPoolSync, type Pool } from '../lib/index.js';
 import { listRegionLocks, lockRegion, parseProcLocks, prepareLockDir, readCommandLine, resolveLockDir, SHARE_HINT, type RegionLock } from '../lib/locks.js';
 import { native } from '../lib/native.js';
@@ -94,15 +95,6 @@ const fakePool = (key: string, physBase: number | bigint, size: number, dir: str
   return p;
 };
 
-const errorOf = (fn: () => unknown): Error & { code?: string } => {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected a throw');
-};
-
 beforeAll(() => {
   const src = statSync(join(REPO, 'lib/locks.ts')).mtimeMs;
   const built = existsSync(join(REPO, 'dist/lib/locks.js')) ? statSync(join(REPO, 'dist/lib/locks.js')).mtimeMs : 0;
@@ -156,8 +148,7 @@ describe('lock directory', () => {
     const target = freshDir();
     const link = freshDir();
     symlinkSync(target, link);
-    const e = errorOf(() => lockRegion('fake-x', [{ start: 0, size: 4096 }], { dir: link }));
-    expect(e).toMatchObject({ code: 'ELOOP' });
+    const e = throwsWith(() => lockRegion('fake-x', [{ start: 0, size: 4096 }], { dir: link }), 'ELOOP');
     expect(e.message).toMatch(/is a symbolic link/);
     expect(e.message).toMatch(/lockDir \(or PHYSMEM_LOCK_DIR\)/);
     expect(existsSync(target)).toBe(false);
@@ -171,8 +162,7 @@ describe('lock directory', () => {
       const dir = freshDir();
       mkdirSync(dir);
       chmodSync(dir, mode);
-      const e = errorOf(() => lockRegion('fake-x', [{ start: 0, size: 4096 }], { dir }));
-      expect(e, mode.toString(8)).toMatchObject({ code: 'EPERM' });
+      const e = throwsWith(() => lockRegion('fake-x', [{ start: 0, size: 4096 }], { dir }), 'EPERM');
       expect(e.message).toContain(`mode ${mode.toString(8)}`);
       expect(e.message).toMatch(/without the sticky bit.*anyone could delete a lock file/);
       expect(existsSync(join(dir, 'fake-x.lock'))).toBe(false);
@@ -200,8 +190,7 @@ describe('lock directory', () => {
     mkdirSync(dir, { mode: 0o1777 });
     writeFileSync(join(dir, 'fake-planted.lock'), '', { mode: 0o600 });
     chownSync(join(dir, 'fake-planted.lock'), 12345, 12345);
-    const e = errorOf(() => lockRegion('fake-planted', [{ start: 0, size: 4096 }], { dir }));
-    expect(e).toMatchObject({ code: 'EPERM' });
+    const e = throwsWith(() => lockRegion('fake-planted', [{ start: 0, size: 4096 }], { dir }), 'EPERM');
     expect(e.message).toMatch(/owned by uid 12345/);
   });
 
@@ -227,8 +216,8 @@ describe('two processes (fake backend with lockKey standing in for devmem, which
   it('the second gets EBUSY naming the holder (pid, command line) and how to share; after kill -9 of the first it succeeds', async () => {
     const dir = freshDir();
     const child = await holdInChild('two', 0x18000000, 64 * M, dir);
-    const e = errorOf(() => fakePool('two', 0x18000000, 64 * M, dir));
-    expect(e).toMatchObject({ code: 'EBUSY', syscall: 'fcntl', path: join(dir, 'fake-two.lock') });
+    const e = throwsWith(() => fakePool('two', 0x18000000, 64 * M, dir), 'EBUSY');
+    expect(e).toMatchObject({ syscall: 'fcntl', path: join(dir, 'fake-two.lock') });
     expect(e.message).toContain(`in use by pid ${child.pid} (${process.execPath} ${HOLDER} hold two`);
     expect(e.message).toContain('which holds 0x18000000-0x1bffffff');
     expect(e.message).toContain('run `physmem serve` and connect with `openPool({ service })`');
@@ -241,8 +230,7 @@ describe('two processes (fake backend with lockKey standing in for devmem, which
   it('overlap, not equality, decides: 0x18000000-0x1bffffff held, 0x1a000000-0x1fffffff refused, adjacent ranges and other keys free', async () => {
     const dir = freshDir();
     await holdInChild('ovl', 0x18000000, 64 * M, dir);
-    const e = errorOf(() => fakePool('ovl', 0x1a000000, 96 * M, dir));
-    expect(e).toMatchObject({ code: 'EBUSY' });
+    const e = throwsWith(() => fakePool('ovl', 0x1a000000, 96 * M, dir), 'EBUSY');
     expect(e.message).toMatch(/fake-ovl memory 0x1a000000-0x1fffffff is in use by pid \d+ .* which holds 0x18000000-0x1bffffff/);
     // One page of overlap at either end is enough.
     expect(() => fakePool('ovl', 0x17fff000, 8192, dir)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
@@ -308,8 +296,7 @@ describe('within one process', () => {
   it('a second pool on overlapping memory gets EBUSY naming this process; after close it opens', () => {
     const dir = freshDir();
     const first = fakePool('self', 0x18000000, 64 * M, dir);
-    const e = errorOf(() => fakePool('self', 0x1a000000, 64 * M, dir));
-    expect(e).toMatchObject({ code: 'EBUSY' });
+    const e = throwsWith(() => fakePool('self', 0x1a000000, 64 * M, dir), 'EBUSY');
     expect(e.message).toContain(`in use by this process (pid ${process.pid}), which holds 0x18000000-0x1bffffff`);
     expect(e.message).toMatch(/allocate from that pool, or close it first/);
     first.close();
@@ -399,10 +386,10 @@ describe('lockRegion (the API the daemon will share)', () => {
   it('takes all ranges or none: a busy one leaves none of the others locked', async () => {
     const dir = freshDir();
     await holdInChild('all', 0x2000_0000, 4 * M, dir);
-    const e = errorOf(() =>
-      lockRegion('fake-all', [{ start: 0x1000_0000n, size: BigInt(4 * M) }, { start: 0x2000_0000, size: 4 * M }, { start: 0x3000_0000, size: 4 * M }], { dir }),
+    throwsWith(
+      () => lockRegion('fake-all', [{ start: 0x1000_0000n, size: BigInt(4 * M) }, { start: 0x2000_0000, size: 4 * M }, { start: 0x3000_0000, size: 4 * M }], { dir }),
+      'EBUSY',
     );
-    expect(e).toMatchObject({ code: 'EBUSY' });
     expect(listRegionLocks({ dir }).holders.filter((h) => h.self)).toEqual([]);
     const l = lockRegion('fake-all', [{ start: 0x3000_0000, size: 4 * M }, { start: 0x1000_0000, size: 4 * M }], { dir });
     expect(l.ranges).toEqual([{ start: 0x1000_0000n, size: BigInt(4 * M) }, { start: 0x3000_0000n, size: BigInt(4 * M) }]);

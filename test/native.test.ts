@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { throwsWith } from './helpers/errors.js';
 import { native } from '../lib/native.js';
 import { Mapping, openFile } from '../lib/mapping.js';
-import { PhysmemError } from '../lib/errors.js';
 
 const n = native();
 const abOf = (m: Mapping, offset: number, length: number): ArrayBuffer => m.buffer(m.view(offset, length))!;
@@ -142,15 +142,9 @@ describe('native layer', () => {
   });
 
   it('turns system call failures into fs-style PhysmemErrors', () => {
-    let err: unknown;
-    try {
-      openFile('/nonexistent/physmem', true, false, () => 'check the path');
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(PhysmemError);
-    expect(err).toMatchObject({ code: 'ENOENT', errno: -2, syscall: 'open', path: '/nonexistent/physmem' });
-    expect((err as Error).message).toBe("ENOENT: no such file or directory, open '/nonexistent/physmem'. check the path");
+    const err = throwsWith(() => openFile('/nonexistent/physmem', true, false, () => 'check the path'), 'ENOENT');
+    expect(err).toMatchObject({ errno: -2, syscall: 'open', path: '/nonexistent/physmem' });
+    expect(err.message).toBe("ENOENT: no such file or directory, open '/nonexistent/physmem'. check the path");
   });
 
   it('maps an mmap failure with the path', () => {

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { throwsWith } from './helpers/errors.js';
 import { PciDevice, listPciDevices, normalizeBdf, parseResourceFile, type Mmio } from '../lib/pci/index.js';
 import { IO, MEM, MEM64_PREFETCH, makeSysfs, type FakeDevice } from './helpers/fake-sysfs.js';
 
@@ -91,15 +92,8 @@ describe('PciDevice against a fake sysfs tree', () => {
     const second = PciDevice.find({ vendor: 0x1234, device: 0x11e8, index: 1, sysfsRoot: root });
     opened.push(second);
     expect(second.bdf).toBe('0000:00:06.0');
-    const err = (() => {
-      try {
-        PciDevice.find({ vendor: 0x8086, device: 0x1234, sysfsRoot: root });
-      } catch (e) {
-        return e as Error & { code: string };
-      }
-    })();
-    expect(err?.code).toBe('ENOENT');
-    expect(err?.message).toMatch(/no PCI device 8086:1234.*present: 0000:00:02\.0 1234:1111 class 0x030000, 0000:00:05\.0 1234:11e8 class 0x00ff00/);
+    const err = throwsWith(() => PciDevice.find({ vendor: 0x8086, device: 0x1234, sysfsRoot: root }), 'ENOENT');
+    expect(err.message).toMatch(/no PCI device 8086:1234.*present: 0000:00:02\.0 1234:1111 class 0x030000, 0000:00:05\.0 1234:11e8 class 0x00ff00/);
     expect(() => PciDevice.find({ vendor: 0x12345, device: 1, sysfsRoot: root })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
   });
 

@@ -2,6 +2,7 @@
 // aborts, yielding to the event loop, bad options. Outcomes are asserted on
 // counts and events, never on how long something took.
 import { describe, expect, it } from 'vitest';
+import { throwsWith } from './helpers/errors.js';
 import { pollUntil, pollUntilAsync } from '../lib/index.js';
 
 describe('pollUntil (sync)', () => {
@@ -21,16 +22,13 @@ describe('pollUntil (sync)', () => {
 
   it('times out with ETIMEDOUT naming what was awaited and the time limit', () => {
     let calls = 0;
-    const err = (() => {
-      try {
-        pollUntil(() => (calls++, false), { timeoutMs: 5, intervalUs: 200, what: 'edu DMA done' });
-      } catch (e) {
-        return e as Error & { code: string };
-      }
-    })();
-    expect(err).toMatchObject({ code: 'ETIMEDOUT', message: expect.stringMatching(/^ETIMEDOUT: edu DMA done did not happen within 5 ms \(waited [\d.]+ ms, \d+ polls\)/) });
+    const err = throwsWith(
+      () => pollUntil(() => (calls++, false), { timeoutMs: 5, intervalUs: 200, what: 'edu DMA done' }),
+      'ETIMEDOUT',
+      /^ETIMEDOUT: edu DMA done did not happen within 5 ms \(waited [\d.]+ ms, \d+ polls\)/,
+    );
     expect(calls).toBeGreaterThanOrEqual(1);
-    expect(err!.message).toContain(`${calls} polls`);
+    expect(err.message).toContain(`${calls} polls`);
   });
 
   it('without `what`, the message names the predicate function', () => {

@@ -4,8 +4,9 @@
  * native/physmem.cc does when napi_create_external_arraybuffer is refused.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { throwsWith } from './helpers/errors.js';
 import { native, setNativeAddonForTesting, type NativeAddon } from '../lib/native.js';
-import { openPoolSync, PhysmemError } from '../lib/index.js';
+import { openPoolSync } from '../lib/index.js';
 
 afterEach(() => setNativeAddonForTesting(undefined));
 
@@ -36,15 +37,7 @@ describe('a runtime without external ArrayBuffers (fake addon standing in for El
   it('fails at pool open with ENOTSUP naming the runtime and what to do, and unmaps what it opened', () => {
     const { addon, mapped } = electronLike();
     setNativeAddonForTesting(addon);
-    let err: unknown;
-    try {
-      openPoolSync({ backend: 'fake', size: 1 << 20 });
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(PhysmemError);
-    expect(err).toMatchObject({ code: 'ENOTSUP' });
-    const msg = (err as Error).message;
+    const msg = throwsWith(() => openPoolSync({ backend: 'fake', size: 1 << 20 }), 'ENOTSUP').message;
     expect(msg).toContain(`this runtime (node ${process.version}) does not allow external ArrayBuffers`);
     expect(msg).toContain('Node.js >= 20 and Bun');
     expect(mapped.size).toBe(0); // the backend was closed, its mapping gone

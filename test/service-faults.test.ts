@@ -10,7 +10,8 @@
  * leaves every file as it was.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { eventually, rejectsWith, sleep } from './helpers/wait.js';
+import { eventually, sleep } from './helpers/wait.js';
+import { rejectsWith } from './helpers/errors.js';
 import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 import {

@@ -4,7 +4,8 @@
  * with a client child holding blocks.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { rejectsWith, sleep } from './helpers/wait.js';
+import { sleep } from './helpers/wait.js';
+import { rejectsWith } from './helpers/errors.js';
 import { startLineChild, type LineChild } from './helpers/child.js';
 import { type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

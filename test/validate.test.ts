@@ -1,17 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { PhysmemError } from '../lib/errors.js';
 import { closestName, hex, isPowerOfTwo, optionsChecker, toAddressNumber } from '../lib/internal/validate.js';
-
-function thrown(f: () => unknown): PhysmemError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PhysmemError);
-    return e as PhysmemError;
-  }
-  throw new Error('expected a throw');
-}
+import { throwsWith } from './helpers/errors.js';
 
 describe('internal/validate', () => {
   it('hex pads to a width and takes numbers and bigints', () => {
@@ -35,9 +25,7 @@ describe('internal/validate', () => {
   it('toAddressNumber refuses what is not an exact non-negative integer below 2^53, naming the option', () => {
     expect(toAddressNumber(0x1000n, 'at')).toBe(0x1000);
     for (const bad of [1.5, -1, 2 ** 53, 2n ** 53n, -1n, Infinity, NaN, 'abc', null, {}]) {
-      const e = thrown(() => toAddressNumber(bad as number, 'busOffset'));
-      expect(e.code).toBe('EINVAL');
-      expect(e.message).toContain('busOffset');
+      throwsWith(() => toAddressNumber(bad as number, 'busOffset'), 'EINVAL', 'busOffset');
     }
   });
 
@@ -54,14 +42,11 @@ describe('internal/validate', () => {
     const ok = { align: 64 };
     expect(check(ok)).toBe(ok);
     expect(check(undefined)).toBeUndefined();
-    const unknown = thrown(() => check({ alignment: 1 << 20 }));
-    expect(unknown.code).toBe('EINVAL');
+    const unknown = throwsWith(() => check({ alignment: 1 << 20 }), 'EINVAL');
     expect(unknown.message).toMatch(/unknown option 'alignment' for pool\.alloc\(\); did you mean 'align'\?/);
     expect(unknown.message).toContain('align, boundary');
     for (const bad of [null, 5, 'x', [1], () => 1]) {
-      const e = thrown(() => check(bad as object));
-      expect(e.code).toBe('EINVAL');
-      expect(e.message).toContain('options must be an object');
+      throwsWith(() => check(bad as object), 'EINVAL', 'options must be an object');
     }
   });
 });

@@ -4,6 +4,7 @@
 // (test/vm/vfio-pool.guest.test.ts).
 import { closeSync, openSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { throwsWith } from './helpers/errors.js';
 import { formatSize } from '../lib/cli/format.js';
 import { Mapping } from '../lib/mapping.js';
 import { native } from '../lib/native.js';
@@ -151,14 +152,9 @@ describe('VfioContainer (fake kernel)', () => {
     const { c, group } = fakeContainer({ memlock: 8 * MiB });
     c.attachGroup(group(), 'g');
     const m = memory(16 * MiB);
-    let err: unknown;
-    try {
-      c.mapDma(m.handle, 0, 16 * MiB, 0x100000n);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toMatchObject({ code: 'ENOMEM', syscall: 'ioctl(VFIO_IOMMU_MAP_DMA)' });
-    const msg = (err as Error).message;
+    const err = throwsWith(() => c.mapDma(m.handle, 0, 16 * MiB, 0x100000n), 'ENOMEM');
+    expect(err.syscall).toBe('ioctl(VFIO_IOMMU_MAP_DMA)');
+    const msg = err.message;
     expect(msg).toContain('pinning 16 MiB for DMA passes RLIMIT_MEMLOCK');
     const limit = memlockLimit();
     expect(msg).toContain(`limit ${limit === Infinity ? 'unlimited' : limit === undefined ? 'unknown' : formatSize(limit)}`);

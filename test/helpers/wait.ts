@@ -1,6 +1,4 @@
-// Assertion and waiting helpers shared by the service tests.
-import { expect } from 'vitest';
-import { PhysmemError } from '../../lib/errors.js';
+// Waiting helpers shared by the service tests (error assertions: ./errors.ts).
 
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -17,12 +15,4 @@ export async function eventually<T>(get: () => T | Promise<T>, ok: (v: T) => boo
     if (ok(v) || Date.now() > end) return v;
     await sleep(10);
   }
-}
-
-/** Expect `p` to reject with a PhysmemError of `code`; returns the error. */
-export async function rejectsWith(p: Promise<unknown>, code: string): Promise<PhysmemError> {
-  const e = await p.then(() => undefined, (x: unknown) => x);
-  expect(e).toBeInstanceOf(PhysmemError);
-  expect((e as PhysmemError).code).toBe(code);
-  return e as PhysmemError;
 }

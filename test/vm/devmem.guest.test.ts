@@ -6,6 +6,7 @@ import { openPoolSync, type Pool } from '../../lib/index.js';
 import { Mapping, closeFile, openFile } from '../../lib/mapping.js';
 import { discoverRegions } from '../../lib/discovery/index.js';
 import { conformanceSuite } from '../conformance/suite.js';
+import { throwsWith } from '../helpers/errors.js';
 import { describeGuest, devmem, guestConfig, hex, inGuest, readFirmwareMemmap, readIomem } from './guest.js';
 
 /**
@@ -140,14 +141,9 @@ describeGuest('devmem backend on reserved RAM', () => {
     fs.writeFileSync(`${root}/sys/firmware/memmap/0/start`, hex(ram.start));
     fs.writeFileSync(`${root}/sys/firmware/memmap/0/end`, hex(ram.end));
     fs.writeFileSync(`${root}/sys/firmware/memmap/0/type`, 'System RAM');
-    let err: unknown;
-    try {
-      openPoolSync({ backend: 'devmem', discoveryRoot: root, regions: [{ start, size: 0x100000 }] }).close();
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toMatchObject({ code: 'EPERM', syscall: 'mmap', path: '/dev/mem' });
-    expect((err as Error).message).toContain('STRICT_DEVMEM');
-    expect((err as Error).message).toContain(hex(start));
+    const err = throwsWith(() => openPoolSync({ backend: 'devmem', discoveryRoot: root, regions: [{ start, size: 0x100000 }] }).close(), 'EPERM');
+    expect(err).toMatchObject({ syscall: 'mmap', path: '/dev/mem' });
+    expect(err.message).toContain('STRICT_DEVMEM');
+    expect(err.message).toContain(hex(start));
   });
 });

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startJsonChild, type ChildResult } from '../helpers/child.js';
+import { throwsWith } from '../helpers/errors.js';
 import { afterEach, expect, it } from 'vitest';
 import { openPoolSync, type Pool } from '../../lib/index.js';
 import { SHARE_HINT, listRegionLocks } from '../../lib/locks.js';
@@ -79,15 +80,10 @@ describeGuest('exclusive regions on /dev/mem (two processes)', () => {
     const child = await hold('auto');
     const st = fs.lstatSync('/run/physmem');
     expect(st.isDirectory() && (st.mode & 0o7777) === 0o755 && st.uid === 0).toBe(true);
-    let err: (Error & { code?: string; path?: string }) | undefined;
-    try {
-      open();
-    } catch (e) {
-      err = e as Error;
-    }
-    expect(err).toMatchObject({ code: 'EBUSY', path: LOCK_FILE });
-    expect(err!.message).toContain(`is in use by pid ${child.pid} (${process.execPath} ${HOLDER} hold auto)`);
-    expect(err!.message).toContain(SHARE_HINT);
+    const err = throwsWith(() => open(), 'EBUSY');
+    expect(err.path).toBe(LOCK_FILE);
+    expect(err.message).toContain(`is in use by pid ${child.pid} (${process.execPath} ${HOLDER} hold auto)`);
+    expect(err.message).toContain(SHARE_HINT);
     // 'auto' must not hide busy real memory behind the fake backend.
     expect(() => openPoolSync({ backend: 'auto', quiet: true })).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     // A third program too, not only this test process.
@@ -106,15 +102,9 @@ describeGuest('exclusive regions on /dev/mem (two processes)', () => {
     const above = guestConfig().regions.find((r) => r.kind === 'above-mem')!;
     expect(above.start).toBe(0x18000000);
     const child = await hold(range(0x18000000, 64 * M));
-    let err: Error | undefined;
-    try {
-      open([{ start: 0x1a000000, size: 64 * M }]);
-    } catch (e) {
-      err = e as Error;
-    }
-    expect(err).toMatchObject({ code: 'EBUSY' });
-    expect(err!.message).toContain(`devmem memory 0x1a000000-0x1dffffff is in use by pid ${child.pid}`);
-    expect(err!.message).toContain('which holds 0x18000000-0x1bffffff');
+    const err = throwsWith(() => open([{ start: 0x1a000000, size: 64 * M }]), 'EBUSY');
+    expect(err.message).toContain(`devmem memory 0x1a000000-0x1dffffff is in use by pid ${child.pid}`);
+    expect(err.message).toContain('which holds 0x18000000-0x1bffffff');
     // 'auto' asks for the whole region, which overlaps too.
     expect(() => open()).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     // Adjacent above, and (memmap config) the other region, are free.
@@ -170,15 +160,9 @@ describeGuest('exclusive regions on /dev/mem (two processes)', () => {
     await buf.free();
     await client.close();
 
-    let err: (Error & { code?: string }) | undefined;
-    try {
-      open();
-    } catch (e) {
-      err = e as Error;
-    }
-    expect(err).toMatchObject({ code: 'EBUSY' });
-    expect(err!.message).toContain(`pid ${daemon.pid}`);
-    expect(err!.message).toContain('serve');
+    const err = throwsWith(() => open(), 'EBUSY');
+    expect(err.message).toContain(`pid ${daemon.pid}`);
+    expect(err.message).toContain('serve');
     daemon.kill('SIGTERM');
     await exited(daemon);
     expect(daemon.exitCode).toBe(0);
