@@ -251,6 +251,7 @@ describeGuest('DMA by the edu device into physmem buffers', () => {
       let pool: Pool;
       beforeAll(() => {
         pool = c.open();
+        if (edu.pci === undefined) throw new Error('Edu.open() returned an edu without its PCI function');
         edu.pci.setBusMaster(true);
       });
       afterAll(() => {
