@@ -24,7 +24,7 @@ function bandwidth(bytes: number, fn: () => void, ms: number): number {
   fn(); // warm-up (and fault the pages in)
   let calls = 0;
   const t0 = process.hrtime.bigint();
-  let elapsed = 0;
+  let elapsed: number;
   do {
     fn();
     calls++;

@@ -33,7 +33,7 @@ interface Stats {
 
 function stats(samplesNs: number[]): Stats {
   const s = [...samplesNs].sort((a, b) => a - b);
-  const at = (q: number): number => s[Math.min(s.length - 1, Math.floor(q * s.length))]! / 1000;
+  const at = (q: number): number => s[Math.min(s.length - 1, Math.floor(q * s.length))] / 1000;
   return { n: s.length, medianUs: at(0.5), p99Us: at(0.99) };
 }
 

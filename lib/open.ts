@@ -148,20 +148,20 @@ function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReas
   const kind = options.backend ?? 'auto';
   switch (kind) {
     case 'fake':
-      return { backend: openFakeBackend(options as FakePoolOptions) };
+      return { backend: openFakeBackend(options) };
     case 'devmem':
-      return { backend: openDevmemBackend(options as DevmemPoolOptions) };
+      return { backend: openDevmemBackend(options) };
     case 'udmabuf':
       return { backend: openUdmabufBackend(options as UdmabufPoolOptions) };
     case 'hugepage':
-      return { backend: openHugepageBackend(options as HugepagePoolOptions) };
+      return { backend: openHugepageBackend(options) };
     case 'vfio':
       return { backend: openVfioBackend(options as VfioPoolOptions) };
     case 'auto': {
       const { backend: real, probes } = tryRealBackends((options as AutoPoolOptions).size);
       if (real) return { backend: real };
       const reason = 'no real DMA memory found: ' + probes.map((p) => `${p.name}: ${p.reason}`).join('; ');
-      const backend = openFakeBackend(options as AutoPoolOptions);
+      const backend = openFakeBackend(options);
       if (!(options as AutoPoolOptions).quiet) {
         process.emitWarning(`physmem: using the fake backend (memory no device can reach). ${reason}. ` +
           'Reserve memory with mem= or memmap= on the kernel command line (see `physmem regions`).', {

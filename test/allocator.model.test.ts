@@ -268,7 +268,7 @@ function runModel(cfg: Config, rand: Rand, ops: number, verifyEvery: number, che
       let boundary = 0;
       let max = Infinity;
       let owner = 0;
-      let withOptions = (pick & 0x100) !== 0;
+      const withOptions = (pick & 0x100) !== 0;
       if (withOptions) {
         opts.align = opts.boundary = opts.maxAddress = opts.at = opts.owner = undefined;
         if ((pick & 0x200) !== 0) {

@@ -73,7 +73,7 @@ describe.skipIf(!existsSync(bin))('--json: addresses are "0x..." strings, sizes 
     const sock = join(dir, 'run', 'pool.sock');
     const daemon = spawn(process.execPath, [bin, 'serve', '--json', '--socket', sock, '--size', '1M', '--quarantine-ms', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
-    daemon.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+    daemon.stderr.on('data', (d: Buffer) => (log += d.toString()));
     const exited = new Promise<number | null>((r) => daemon.once('exit', (code) => r(code)));
     try {
       for (let i = 0; i < 1200 && !/"event":"start"/.test(log); i++) await new Promise((r) => setTimeout(r, 25));
@@ -84,7 +84,7 @@ describe.skipIf(!existsSync(bin))('--json: addresses are "0x..." strings, sizes 
       const r = await new Promise<string>((resolve) => {
         const c = spawn(process.execPath, [bin, 'status', '--json', '--socket', sock], { stdio: ['ignore', 'pipe', 'inherit'] });
         let out = '';
-        c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+        c.stdout.on('data', (d: Buffer) => (out += d.toString()));
         c.once('close', () => resolve(out));
       });
       const report = JSON.parse(r);

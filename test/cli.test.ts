@@ -19,8 +19,8 @@ function runAsync(...args: string[]): Promise<{ code: number | null; out: string
     const c = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
     c.once('close', (code) => resolve({ code, out, err }));
   });
 }
@@ -102,7 +102,7 @@ describe.skipIf(!existsSync(bin))('physmem serve and physmem status (built bin)'
     const sock = join(dir, 'run', 'pool.sock');
     const daemon = spawn(process.execPath, [bin, 'serve', '--socket', sock, '--size', '1M', '--quarantine-ms', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
-    daemon.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+    daemon.stderr.on('data', (d: Buffer) => (log += d.toString()));
     const exited = new Promise<number | null>((r) => daemon.once('exit', (code) => r(code)));
     try {
       for (let i = 0; i < 1200 && !/event=start/.test(log); i++) await new Promise((r) => setTimeout(r, 25));

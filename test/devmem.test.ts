@@ -172,7 +172,7 @@ describe('devmem backend on a simulated machine (regular file as /dev/mem)', () 
   });
 
   it('refuses bad options with EINVAL', () => {
-    // @ts-expect-error
+    // @ts-expect-error an unknown cache mode, refused at run time
     expect(() => openPoolSync({ backend: 'devmem', ...simulated, cache: 'writeback' })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     expect(() => openPoolSync({ backend: 'devmem', ...simulated, regions: [] })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     expect(() =>

@@ -92,7 +92,7 @@ describe('runRegions', () => {
   it('found, with notes', () => {
     const r = run('qemu-pc-mem384-ramoops');
     expect(r.found).toBe(true);
-    expect(r.text).toMatch(/Notes:\n  - firmware System RAM that \/proc\/iomem shows as ramoops/);
+    expect(r.text).toMatch(/Notes:\n {2}- firmware System RAM that \/proc\/iomem shows as ramoops/);
   });
 
   it('JSON: regions with end; addresses hex, sizes numbers, through toJson', () => {
@@ -176,7 +176,7 @@ describe('runRegions', () => {
     expect(r.json).toMatchObject({
       regions: [{ start: 0x10000000n, end: 0x1ffdffffn, kind: 'above-mem-limit', source: 'firmware System RAM 0x10000000-0x1ffdffff not in /proc/iomem (memmap=256M\\$0x08000000)' }],
     });
-    expect(r.text).toMatch(/Notes:\n  - memmap=256M\\\$0x08000000: the kernel read this as memmap=256M, an address limit like mem=256M \(a backslash reached the kernel/);
+    expect(r.text).toMatch(/Notes:\n {2}- memmap=256M\\\$0x08000000: the kernel read this as memmap=256M, an address limit like mem=256M \(a backslash reached the kernel/);
   });
 });
 

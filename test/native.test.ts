@@ -129,7 +129,7 @@ describe('native layer', () => {
     expect(() => n.read8(999999, 0)).toThrow(expect.objectContaining({ code: 'EBADF' }));
     // @ts-expect-error wrong types are refused too
     expect(() => n.read8('1', 0)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-    // @ts-expect-error
+    // @ts-expect-error a number offset where the addon takes a bigint
     expect(() => n.mmap(fd, 0, 4096, true)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     m.close();
     n.close(fd);

@@ -141,8 +141,6 @@ describe('fake sysfs: IOMMU groups', () => {
   });
 });
 
-const NVME_GROUPED: FakeDevice = { ...NVME, iommuGroup: { group: 2, type: 'DMA-FQ' } };
-
 describe('fake sysfs: a kernel driver holds the device', () => {
   beforeEach(() => makeSysfs(root, [EDU, NVME]));
 

@@ -41,14 +41,14 @@ describe('opening pools', () => {
   });
 
   it('refuses bad options with EINVAL', () => {
-    // @ts-expect-error
+    // @ts-expect-error an unknown backend, refused at run time
     expect(() => openPoolSync({ backend: 'nope' })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     expect(() => openPoolSync({ backend: 'fake', size: -1 })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     expect(() => openPoolSync({ backend: 'fake', physBase: 123n })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     expect(() => openPoolSync({ backend: 'fake', physBase: 2n ** 60n })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-    // @ts-expect-error
+    // @ts-expect-error an unknown leakCheck mode
     expect(() => openPoolSync({ backend: 'fake', leakCheck: 'loud' })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-    // @ts-expect-error
+    // @ts-expect-error options that are not an object
     expect(() => openPoolSync(42)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
   });
 });
@@ -82,7 +82,7 @@ describe('DmaBuffer', () => {
     }
     expect(() => p.alloc(64, { align: 3 })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     expect(() => p.alloc(64, { at: -1 })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-    // @ts-expect-error
+    // @ts-expect-error zero must be a boolean
     expect(() => p.alloc(64, { zero: 'yes' })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     expect(p.stats().count).toBe(0);
   });

@@ -471,7 +471,7 @@ describe('(7) options a daemon\'s pool cannot honour', () => {
     pools.push(p);
     const bad: Record<string, unknown>[] = [{ at: 0x1_0000_0000n }, { boundary: 4096 }, { maxAddress: 0xffff_ffffn }, { zero: false }, { bogus: 1 }, { align: 4096, at: 0 }];
     for (const o of bad) {
-      const e = await rejectsWith(p.allocAsync(4096, o as never), 'ENOTSUP');
+      const e = await rejectsWith(p.allocAsync(4096, o), 'ENOTSUP');
       expect(e.message).toContain(`option '${Object.keys(o).at(-1)}'`);
     }
     expect(s.stats().count).toBe(0);

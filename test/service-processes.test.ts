@@ -9,7 +9,7 @@
  * CI runs it whatever its environment; set it lower for quick local runs.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { eventually, sleep } from './helpers/wait.js';
+import { eventually } from './helpers/wait.js';
 import { startLineChild, type LineChild } from './helpers/child.js';
 import { type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';

@@ -895,11 +895,11 @@ describe.skipIf(process.getuid?.() !== 0 || !existsSync(distClient))('another us
       const out = await new Promise<string>((resolve, reject) => {
         let buf = '';
         let err = '';
-        child.stdout!.on('data', (d: Buffer) => {
+        child.stdout.on('data', (d: Buffer) => {
           buf += d.toString();
           if (buf.includes('\n')) resolve(buf);
         });
-        child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
         child.once('exit', (code) => reject(new Error(`child exited ${code}: ${err}`)));
       });
       const r = JSON.parse(out) as { uid: number; mine: string; list: { phys: string; pid: number }[] };
@@ -926,8 +926,8 @@ describe.skipIf(process.getuid?.() !== 0 || !existsSync(distClient))('another us
     const st = spawn(process.execPath, ['--input-type=module', '-e', statusScript, socket], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'pipe'] });
     let stOut = '';
     let stErr = '';
-    st.stdout!.on('data', (d: Buffer) => (stOut += d.toString()));
-    st.stderr!.on('data', (d: Buffer) => (stErr += d.toString()));
+    st.stdout.on('data', (d: Buffer) => (stOut += d.toString()));
+    st.stderr.on('data', (d: Buffer) => (stErr += d.toString()));
     const stTimer = setTimeout(() => st.kill('SIGKILL'), 15_000);
     const stCode = await new Promise<number | null>((r) => st.once('close', (code) => r(code)));
     clearTimeout(stTimer);

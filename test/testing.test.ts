@@ -37,7 +37,7 @@ describe('FakeDmaDevice (stands in for hardware on the fake backend)', () => {
     const dev = new FakeDmaDevice(pool);
     const a = pool.alloc(64);
     expect(() => dev.read(a.bus, 0)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-    // @ts-expect-error
+    // @ts-expect-error a plain array where a Uint8Array is required
     expect(() => dev.write(a.bus, [1, 2])).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     expect(dev.violations).toEqual([]);
   });

@@ -157,7 +157,7 @@ describe('packSyncCommand: the documented printf("0x%08X%08X", offset, size | di
     expect(() => packSyncCommand(0, 24, 0)).toThrow(expect.objectContaining({ code: 'EINVAL' })); // not a multiple of 16
     expect(() => packSyncCommand(0, 0, 0)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     expect(() => packSyncCommand(0, 0x1_0000_0000, 0)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-    // @ts-expect-error
+    // @ts-expect-error a direction outside the enum
     expect(() => packSyncCommand(0, 16, 3)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
   });
 });

@@ -102,7 +102,7 @@ function fakeIrqKernel(): FakeIrqKernel {
     fire(vector, n = 1) {
       const fds = [...k.routed.values()][0];
       if (fds === undefined) throw new Error('nothing routed');
-      real.eventfdWrite(fds[vector]!, n);
+      real.eventfdWrite(fds[vector], n);
     },
   };
   const fake: NativeAddon = Object.create(real) as NativeAddon;

@@ -168,7 +168,7 @@ export function openVfioBackend(o: VfioBackendOptions): Backend {
   if (iovaNum < 0) {
     const usable = usableIovaRanges(container.iovaRanges).map((r) => `${hex(r.start)}-${hex(r.start + r.size - 1)}`).join(', ');
     throw at !== undefined
-      ? new PhysmemError(space.live.size && [...space.live].some(([s, z]) => at! < s + z && s < at! + total) ? 'EEXIST' : 'ERANGE',
+      ? new PhysmemError(space.live.size && [...space.live].some(([s, z]) => at < s + z && s < at + total) ? 'EEXIST' : 'ERANGE',
         `IOVAs ${hex(at)}-${hex(at + total - 1)} are not free in this container (usable: ${usable})`, { hint: 'omit iova to let the pool choose' })
       : new PhysmemError('ENOSPC', `no ${formatSize(total)} of free IOVAs left in this container (usable: ${usable}; ${space.live.size} pool(s) mapped)`, {
         hint: 'close other pools on this container or ask for less',

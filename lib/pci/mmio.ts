@@ -404,7 +404,7 @@ function badValue(op: string, value: unknown, range: string): PhysmemError {
  */
 function holeAccessors(n: NativeAddon, fd: number, base: number, holes: readonly number[]): MmioAccessors {
   const inHole = (o: number, w: number): boolean => {
-    for (let i = 0; i < holes.length; i += 2) if (o < holes[i + 1]! && o + w > holes[i]!) return true;
+    for (let i = 0; i < holes.length; i += 2) if (o < holes[i + 1] && o + w > holes[i]) return true;
     return false;
   };
   type R = (h: number, o: number) => number;

@@ -130,7 +130,7 @@ export class PendingTable {
     this.#resolve.fill(undefined);
     this.#reject.fill(undefined);
     this.size = 0;
-    for (const r of rejects) r!(e);
+    for (const r of rejects) r(e);
   }
 
   #grow(): void {
@@ -355,7 +355,7 @@ export class ServicePool {
       const id = pending.add(resolve, reject);
       socket.write(encodeFrame({ op: 'hello', id })); // before any Outbox exists
     }).then(parseHelloReply).catch((e: unknown) => {
-      socket!.destroy();
+      socket.destroy();
       throw e;
     });
     let fd = -1;

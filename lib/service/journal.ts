@@ -115,7 +115,7 @@ export function readJournal(path: string): JournalData | undefined {
     if (b.name !== undefined && (typeof b.name !== 'string' || !NAME_PATTERN.test(b.name))) throw corrupt(path, `${at}: name is not a valid buffer name`);
     if (b.quarantined !== undefined && typeof b.quarantined !== 'boolean') throw corrupt(path, `${at}: quarantined is not a boolean`);
     const out: JournalBlock = { phys: b.phys, size: b.size, token: b.token, pid: b.pid };
-    if (b.name !== undefined) out.name = b.name as string;
+    if (b.name !== undefined) out.name = b.name;
     if (b.quarantined === true) out.quarantined = true;
     blocks.push(out);
   }

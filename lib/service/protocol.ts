@@ -594,10 +594,10 @@ export function parseReply(v: unknown): DecodeResult<WireReply> {
 function malformed(what: string): never {
   throw new PhysmemError('EPROTO', `the daemon sent a malformed reply: ${what}`, { hint: 'the daemon and this client may be different versions' });
 }
-const num = (r: Readonly<Record<string, unknown>>, k: string): number => (typeof r[k] === 'number' && Number.isFinite(r[k]) ? (r[k] as number) : malformed(`${k} is not a number`));
-const str = (r: Readonly<Record<string, unknown>>, k: string): string => (typeof r[k] === 'string' ? (r[k] as string) : malformed(`${k} is not a string`));
+const num = (r: Readonly<Record<string, unknown>>, k: string): number => (typeof r[k] === 'number' && Number.isFinite(r[k]) ? r[k] : malformed(`${k} is not a number`));
+const str = (r: Readonly<Record<string, unknown>>, k: string): string => (typeof r[k] === 'string' ? r[k] : malformed(`${k} is not a string`));
 const decimal = (r: Readonly<Record<string, unknown>>, k: string): string => (/^(0|[1-9][0-9]*)$/.test(str(r, k)) ? (r[k] as string) : malformed(`${k} is not a decimal string`));
-const addr = (r: Readonly<Record<string, unknown>>, k: string): string | bigint => (typeof r[k] === 'bigint' ? (r[k] as bigint) : decimal(r, k));
+const addr = (r: Readonly<Record<string, unknown>>, k: string): string | bigint => (typeof r[k] === 'bigint' ? r[k] : decimal(r, k));
 const optStr = (r: Readonly<Record<string, unknown>>, k: string): string | undefined => (r[k] === undefined ? undefined : str(r, k));
 const isBackend = (v: string): v is BackendName => ['fake', 'hugepage', 'udmabuf', 'devmem'].includes(v);
 
@@ -667,7 +667,7 @@ export function parseListReply(r: WireOk): ListReply {
     if (name !== undefined) b.name = name;
     if (x.holders !== undefined) {
       if (!Array.isArray(x.holders) || !x.holders.every((h) => typeof h === 'number')) malformed('holders is not a list of client ids');
-      b.holders = x.holders as number[];
+      b.holders = x.holders;
     }
     if (x.holderCount !== undefined) b.holderCount = num(x, 'holderCount');
     if (x.orphan === true) b.orphan = true;

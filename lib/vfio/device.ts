@@ -18,7 +18,6 @@ import { DEFAULT_SYSFS_ROOT, PCI_BAR_COUNT, normalizeBdf, parseResourceFile, pci
 import { VfioContainer } from './container.js';
 import { openVfioGroup, vfioGroupOf, type VfioGroupInfo } from './group.js';
 import {
-  VFIO_IRQ_INDEX,
   VfioInterrupts,
   type EnableInterruptsOptions,
   type InterruptSource,

@@ -72,7 +72,7 @@ async function run(cmd, args, opts = {}) {
     return await execFileP(cmd, args, { maxBuffer: 64 << 20, ...opts });
   } catch (e) {
     const out = `${e.stdout ?? ''}${e.stderr ?? ''}`.trim().split('\n').slice(-20).join('\n');
-    throw new Error(`${cmd} ${args.join(' ')} failed (${e.code ?? e.signal}):\n${out}`);
+    throw new Error(`${cmd} ${args.join(' ')} failed (${e.code ?? e.signal}):\n${out}`, { cause: e });
   }
 }
 
@@ -466,7 +466,7 @@ export async function boot(o) {
   if (stderr) fs.writeSync(logFd, `# qemu stderr:\n${stderr}\n`);
   fs.closeSync(logFd);
 
-  let exitCode = null;
+  let exitCode;
   try {
     exitCode = Number(fs.readFileSync(path.join(resultsDir, 'exit-code'), 'utf8').trim());
   } catch {
@@ -525,6 +525,7 @@ export async function runGuestTests(config, prep, { filters = [], ...rest } = {}
   // vitest prints "Duration  12.3s (transform .., setup .., collect .., tests .., ...)"
   const consoleText = fs.readFileSync(r.logPath, 'utf8');
   const dur = consoleText.match(/Duration\s+(.*)$/m);
+  // eslint-disable-next-line no-control-regex -- strips the ANSI colour codes vitest writes to the console
   r.vitestDuration = dur ? dur[1].replace(/\x1b\[[0-9;]*m/g, '').trim() : null;
   if (!process.env.PHYSMEM_VM_KEEP && r.exitCode === 0 && report) fs.rmSync(r.resultsDir, { recursive: true, force: true });
   return { ...r, report, reportError };

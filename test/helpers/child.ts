@@ -21,8 +21,8 @@ export function startJsonChild(args: string[], timeoutMs: number): Promise<{ chi
     let out = '';
     let err = '';
     const timer = setTimeout(() => reject(new Error(`child did not answer in ${timeoutMs / 1000} s; stderr: ${err}`)), timeoutMs);
-    child.stderr!.on('data', (d) => (err += d));
-    child.stdout!.on('data', (d) => {
+    child.stderr.on('data', (d) => (err += d));
+    child.stdout.on('data', (d) => {
       out += d;
       const nl = out.indexOf('\n');
       if (nl < 0) return;
@@ -57,10 +57,10 @@ export function startLineChild(args: string[], options: { cwd?: string; env?: No
   const child = spawn(process.execPath, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
   options.track?.add(child);
   let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const lines: string[] = [];
   const waiters: ((l: string) => void)[] = [];
-  createInterface({ input: child.stdout! }).on('line', (l) => {
+  createInterface({ input: child.stdout }).on('line', (l) => {
     const w = waiters.shift();
     if (w) w(l);
     else lines.push(l);

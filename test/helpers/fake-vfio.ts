@@ -63,57 +63,56 @@ export class FakeVfio {
   /** The addon with the vfio functions replaced; installed with setNativeAddonForTesting. */
   install(): NativeAddon {
     const real = native();
-    const f = this;
     const addon: NativeAddon = {
       ...real,
-      vfioContainerApiVersion: () => (f.calls.push('apiVersion'), f.options.apiVersion),
-      vfioContainerCheckExtension: (_fd, ext) => (ext === 3 ? Number(f.options.v2) : ext === 1 ? 1 : 0),
+      vfioContainerApiVersion: () => (this.calls.push('apiVersion'), this.options.apiVersion),
+      vfioContainerCheckExtension: (_fd, ext) => (ext === 3 ? Number(this.options.v2) : ext === 1 ? 1 : 0),
       vfioGroupSetContainer: (groupFd, containerFd) => {
-        f.calls.push(`setContainer ${groupFd}`);
-        if (f.groups.has(groupFd)) throw errnoError('EINVAL', 22, 'ioctl(VFIO_GROUP_SET_CONTAINER)');
-        f.groups.set(groupFd, containerFd);
+        this.calls.push(`setContainer ${groupFd}`);
+        if (this.groups.has(groupFd)) throw errnoError('EINVAL', 22, 'ioctl(VFIO_GROUP_SET_CONTAINER)');
+        this.groups.set(groupFd, containerFd);
       },
       vfioIommuSetType: (_fd, type) => {
-        f.calls.push(`setType ${type}`);
-        if (f.groups.size === 0) throw errnoError('EINVAL', 22, 'ioctl(VFIO_SET_IOMMU)');
-        if (!f.options.intremap) throw errnoError('EPERM', 1, 'ioctl(VFIO_SET_IOMMU)');
-        f.type = type;
+        this.calls.push(`setType ${type}`);
+        if (this.groups.size === 0) throw errnoError('EINVAL', 22, 'ioctl(VFIO_SET_IOMMU)');
+        if (!this.options.intremap) throw errnoError('EPERM', 1, 'ioctl(VFIO_SET_IOMMU)');
+        this.type = type;
       },
       vfioIommuGetInfo: (): VfioIommuInfo => {
-        if (f.type === undefined) throw errnoError('EINVAL', 22, 'ioctl(VFIO_IOMMU_GET_INFO)');
+        if (this.type === undefined) throw errnoError('EINVAL', 22, 'ioctl(VFIO_IOMMU_GET_INFO)');
         return {
           flags: 3,
-          pageSizes: f.options.pageSizes,
-          iovaRanges: f.options.ranges === null ? null : f.options.ranges.map((r) => ({ ...r })),
-          dmaAvail: f.options.dmaEntryLimit - f.mappings.length,
+          pageSizes: this.options.pageSizes,
+          iovaRanges: this.options.ranges === null ? null : this.options.ranges.map((r) => ({ ...r })),
+          dmaAvail: this.options.dmaEntryLimit - this.mappings.length,
         };
       },
       vfioMapDma: (_fd, handle, offset, length, iova, read, write) => {
-        f.calls.push(`map ${iova.toString(16)} ${length}`);
+        this.calls.push(`map ${iova.toString(16)} ${length}`);
         real.mappingAddress(handle); // EBADF for a handle that is not a live mapping
         const sys = 'ioctl(VFIO_IOMMU_MAP_DMA)';
-        if (f.type === undefined) throw errnoError('EINVAL', 22, sys);
+        if (this.type === undefined) throw errnoError('EINVAL', 22, sys);
         if (length % 4096 !== 0 || offset % 4096 !== 0 || iova % 4096n !== 0n) throw errnoError('EINVAL', 22, sys);
         const last = iova + BigInt(length) - 1n;
-        const ranges = f.options.ranges ?? [{ start: 0n, end: (1n << 39n) - 1n }];
+        const ranges = this.options.ranges ?? [{ start: 0n, end: (1n << 39n) - 1n }];
         if (!ranges.some((r) => iova >= r.start && last <= r.end)) throw errnoError('EINVAL', 22, sys);
-        if (f.mappings.some((m) => iova <= m.iova + BigInt(m.length) - 1n && m.iova <= last)) throw errnoError('EEXIST', 17, sys);
-        if (f.mappings.length >= f.options.dmaEntryLimit) throw errnoError('ENOSPC', 28, sys);
-        if (f.pinned + length > f.options.memlock) throw errnoError('ENOMEM', 12, sys);
-        f.mappings.push({ iova, length, handle, offset, read, write });
+        if (this.mappings.some((m) => iova <= m.iova + BigInt(m.length) - 1n && m.iova <= last)) throw errnoError('EEXIST', 17, sys);
+        if (this.mappings.length >= this.options.dmaEntryLimit) throw errnoError('ENOSPC', 28, sys);
+        if (this.pinned + length > this.options.memlock) throw errnoError('ENOMEM', 12, sys);
+        this.mappings.push({ iova, length, handle, offset, read, write });
       },
       vfioUnmapDma: (_fd, iova, length) => {
-        f.calls.push(`unmap ${iova.toString(16)} ${length}`);
+        this.calls.push(`unmap ${iova.toString(16)} ${length}`);
         const end = iova + BigInt(length);
-        if (f.mappings.some((m) => m.iova < end && iova < m.iova + BigInt(m.length) && (m.iova < iova || m.iova + BigInt(m.length) > end))) {
+        if (this.mappings.some((m) => m.iova < end && iova < m.iova + BigInt(m.length) && (m.iova < iova || m.iova + BigInt(m.length) > end))) {
           throw errnoError('EINVAL', 22, 'ioctl(VFIO_IOMMU_UNMAP_DMA)'); // type1v2 does not split a mapping
         }
         let done = 0;
-        for (let i = f.mappings.length - 1; i >= 0; i--) {
-          const m = f.mappings[i];
+        for (let i = this.mappings.length - 1; i >= 0; i--) {
+          const m = this.mappings[i];
           if (m.iova >= iova && m.iova + BigInt(m.length) <= end) {
             done += m.length;
-            f.mappings.splice(i, 1);
+            this.mappings.splice(i, 1);
           }
         }
         return done;

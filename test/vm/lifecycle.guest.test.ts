@@ -39,7 +39,7 @@ describe.skipIf(!inGuest || !cfg?.nvme)('a device the kernel nvme driver holds',
   });
 
   it('unbindDriver releases it (registers readable, FLR works), bindDriver pins a driver, restoreDriver gives it back', () => {
-    const bdf = nvmeBdf()!;
+    const bdf = nvmeBdf();
     const dev = PciDevice.open(bdf);
     try {
       expect(dev.unbindDriver()).toBe('nvme');

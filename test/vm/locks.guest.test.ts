@@ -139,7 +139,7 @@ describeGuest('exclusive regions on /dev/mem (two processes)', () => {
     const daemon = serve();
     children.push(daemon);
     let log = '';
-    daemon.stderr!.on('data', (d) => (log += d));
+    daemon.stderr.on('data', (d) => (log += d));
     for (let i = 0; i < 300 && !log.includes('event=start'); i++) await new Promise((r) => setTimeout(r, 100));
     expect(log, 'the daemon logged its start').toContain('event=start');
     expect(fs.existsSync(socket)).toBe(true);
@@ -172,7 +172,7 @@ describeGuest('exclusive regions on /dev/mem (two processes)', () => {
     const second = serve();
     children.push(second);
     let stderr = '';
-    second.stderr!.on('data', (d) => (stderr += d));
+    second.stderr.on('data', (d) => (stderr += d));
     await exited(second);
     expect(second.exitCode).toBe(1);
     expect(stderr).toMatch(/EBUSY: .*in use by this process|EBUSY: .*pid \d+/);

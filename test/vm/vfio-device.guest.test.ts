@@ -104,17 +104,17 @@ describeIommu('VfioDevice on the real edu', () => {
     expect(dev.readConfig8(0x0e) & 0x7f).toBe(0); // header type 0
     expect(dev.readConfig8(0x3d)).toBe(1); // INTx pin A
     expect(() => dev.readConfig32(2)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-    expect(() => dev.readConfig8(dev.regions[7]!.size)).toThrow(expect.objectContaining({ code: 'ERANGE' }));
+    expect(() => dev.readConfig8(dev.regions[7].size)).toThrow(expect.objectContaining({ code: 'ERANGE' }));
   });
 
   it('region and irq infos: BAR0 1 MiB mmappable, config space, MSI 1 + INTx 1, no MSI-X, no reset', () => {
     expect(dev.info.pci).toBe(true);
     expect(dev.regions[0]).toMatchObject({ size: 1 << 20, mmap: true, readable: true, writable: true });
-    expect(dev.regions[1]!.size).toBe(0);
-    expect(dev.regions[7]!.size).toBeGreaterThanOrEqual(256);
+    expect(dev.regions[1].size).toBe(0);
+    expect(dev.regions[7].size).toBeGreaterThanOrEqual(256);
     expect(dev.irqs[0]).toMatchObject({ count: 1, eventfd: true, maskable: true, automasked: true });
-    expect(dev.irqs[1]!.count).toBe(1);
-    expect(dev.irqs[2]!.count).toBe(0);
+    expect(dev.irqs[1].count).toBe(1);
+    expect(dev.irqs[2].count).toBe(0);
     expect(dev.resettable).toBe(false);
   });
 
@@ -321,7 +321,7 @@ describeIommu('IOMMU groups with more than one device', () => {
       byGroup.set(g, [...(byGroup.get(g) ?? []), b]);
     }
     const two = [...byGroup.values()].find((l) => l.length >= 2);
-    return two === undefined ? undefined : [two[0]!, two[1]!];
+    return two === undefined ? undefined : [two[0], two[1]];
   };
 
   it('a member bound to another driver makes the group not viable: EBUSY names it and its driver', (ctx) => {
@@ -439,7 +439,7 @@ describeIommu('a non-root user with access to /dev/vfio/<group>', () => {
 
 describeIommu('examples/edu --vfio: the example driver on a vfio pool, by interrupts', () => {
   beforeAll(() => {
-    bindVfio(edus()[0]!);
+    bindVfio(edus()[0]);
   });
 
   it.each(['msi', 'intx'] as const)('mainVfio(%s): factorial and a DMA round trip completed by interrupts', async (type) => {

@@ -89,7 +89,7 @@ if (skipReason) {
           for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
             running.set(name, Date.now());
             progress(`${name}: booting (config ${names.indexOf(name) + 1} of ${names.length})`);
-            const r = await runGuestTests(getConfig(name), prep!, { filters });
+            const r = await runGuestTests(getConfig(name), prep, { filters });
             running.delete(name);
             runs.set(name, r);
             const counts = r.report ? `${r.report.numPassedTests} passed, ${r.report.numFailedTests} failed` : harnessFailure(r)?.split('\n')[0];
