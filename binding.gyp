@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "physmem",
-      "sources": ["native/physmem.cc", "native/vfio_device.cc", "native/vfio_iommu.cc", "native/barrier.cc"],
+      "sources": ["native/physmem.cc", "native/vfio_device.cc", "native/vfio_iommu.cc", "native/barrier.cc", "native/floor.cc"],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
       ],

@@ -43,6 +43,16 @@ export interface NativeAddon {
   attachedCount(handle: number): number;
   /** The mapping's virtual address (for /proc/self/pagemap). */
   mappingAddress(handle: number): bigint;
+  /**
+   * Benchmark reference only (native/floor.cc): the least a Node-API addon can
+   * do to hand out an ArrayBuffer over memory it does not own. One raw
+   * napi_create_external_arraybuffer over a static 4 KiB, no finalizer, no
+   * arguments, no bookkeeping. bench/buffers.ts measures DmaBuffer alloc+free
+   * against this and {@link NativeAddon.napiFloorDetach}.
+   */
+  napiFloorCreate(): ArrayBuffer;
+  /** Benchmark reference only: one raw napi_detach_arraybuffer of a buffer from {@link NativeAddon.napiFloorCreate}. */
+  napiFloorDetach(buffer: ArrayBuffer): void;
   // ---- exact-width MMIO access (physmem.cc) and barriers (barrier.cc) ----
   // The plain names are Linux's readl/writel: an I/O read barrier after the
   // load, an I/O write barrier before the store, inside the same call. The

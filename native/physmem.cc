@@ -146,14 +146,10 @@ Napi::Value MapInto(const Napi::CallbackInfo& info) {
 // attached, so no JS view can ever point at unmapped memory.
 Napi::Value Munmap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Mapping* m = ArgMapping(info, 0);
-  uint32_t handle = static_cast<uint32_t>(info[0].As<Napi::Number>().Uint32Value());
+  uint32_t handle = 0;
+  Mapping* m = ArgMapping(info, 0, &handle);
   if (m->attached != 0) {
-    Napi::Error e = Napi::Error::New(env, "EBUSY: " + std::to_string(m->attached) +
-                                              " ArrayBuffers over this mapping are still attached; detach them first");
-    e.Set("errno", Napi::Number::New(env, EBUSY));
-    e.Set("code", Napi::String::New(env, "EBUSY"));
-    throw e;
+    ThrowCode(env, PM_ERR(EBUSY), std::to_string(m->attached) + " ArrayBuffers over this mapping are still attached; detach them first");
   }
   int rc = munmap(m->base, m->length);
   int err = errno;
@@ -174,12 +170,12 @@ Napi::Value ArrayBufferOver(const Napi::CallbackInfo& info) {
   Mapping* m = ArgMapping(info, 0);
   uint64_t offset = ArgUint(info, 1, "offset", (1ull << 53));
   uint64_t length = ArgUint(info, 2, "length", (1ull << 53));
+  // Never empty: detach takes a zero-length buffer for one already detached, and the count must stay exact.
+  if (length == 0) ThrowInvalid(info.Env(), "length must be > 0");
   CheckRange(info, m, offset, length);
   napi_value ab;
   if (napi_create_external_arraybuffer(env, m->base + offset, length, nullptr, nullptr, &ab) != napi_ok) {
-    Napi::Error e = Napi::Error::New(info.Env(), "ENOTSUP: this runtime refuses external ArrayBuffers (V8 sandbox?)");
-    e.Set("code", Napi::String::New(info.Env(), "ENOTSUP"));
-    throw e;
+    ThrowCode(info.Env(), PM_ERR(ENOTSUP), "this runtime refuses external ArrayBuffers (V8 sandbox?)");
   }
   m->attached++;
   return Napi::Value(env, ab);
@@ -189,17 +185,18 @@ Napi::Value ArrayBufferOver(const Napi::CallbackInfo& info) {
 // Only buffers that lie inside this mapping are accepted, and a buffer already
 // detached is a no-op, so the attached count stays exact.
 Napi::Value Detach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   Mapping* m = ArgMapping(info, 0);
-  if (info.Length() < 2 || !info[1].IsArrayBuffer()) ThrowInvalid(info.Env(), "second argument must be an ArrayBuffer");
   void* data = nullptr;
   size_t len = 0;
-  napi_get_arraybuffer_info(info.Env(), info[1], &data, &len);
-  if (data == nullptr || len == 0) return info.Env().Undefined();  // already detached
+  // Refuses anything but an ArrayBuffer (napi_invalid_arg).
+  if (napi_get_arraybuffer_info(env, info[1], &data, &len) != napi_ok) ThrowInvalid(env, "second argument must be an ArrayBuffer");
+  if (data == nullptr || len == 0) return env.Undefined();  // already detached (arrayBuffer never makes empty ones)
   uint8_t* p = static_cast<uint8_t*>(data);
-  if (p < m->base || p + len > m->base + m->length) ThrowInvalid(info.Env(), "ArrayBuffer does not belong to this mapping");
-  if (napi_detach_arraybuffer(info.Env(), info[1]) != napi_ok) ThrowInvalid(info.Env(), "ArrayBuffer is not detachable");
+  if (p < m->base || p + len > m->base + m->length) ThrowInvalid(env, "ArrayBuffer does not belong to this mapping");
+  if (napi_detach_arraybuffer(env, info[1]) != napi_ok) ThrowInvalid(env, "ArrayBuffer is not detachable");
   m->attached--;
-  return info.Env().Undefined();
+  return env.Undefined();
 }
 
 // Number of ArrayBuffers over a mapping still attached: for tests and stats.
@@ -224,7 +221,7 @@ volatile T* At(const Napi::CallbackInfo& info, bool forWrite) {
   uint64_t offset = ArgUint(info, 1, "offset", (1ull << 53));
   CheckRange(info, m, offset, sizeof(T));
   if (offset % sizeof(T) != 0) ThrowInvalid(info.Env(), "offset must be aligned to the access width");
-  if (forWrite && !m->writable) ThrowErrno(info.Env(), EACCES, "write (mapping is read-only)");
+  if (forWrite && !m->writable) ThrowCode(info.Env(), PM_ERR(EACCES), strerror(EACCES), "write (mapping is read-only)");
   return reinterpret_cast<volatile T*>(m->base + offset);
 }
 
@@ -360,7 +357,7 @@ LockFile* LockFileByFd(const Napi::CallbackInfo& info, int fd) {
   for (LockFile* f : LockFiles()) {
     if (f->fd == fd) return f;
   }
-  ThrowCode(info.Env(), EBADF, "not a lock file opened by lockFileOpen");
+  ThrowCode(info.Env(), PM_ERR(EBADF), "not a lock file opened by lockFileOpen");
 }
 
 // [start, start + length) as a checked off_t range.
@@ -408,15 +405,15 @@ Napi::Value LockFileOpen(const Napi::CallbackInfo& info) {
   // No lock of ours is on this inode, so closing fd here is safe.
   if (!S_ISREG(st.st_mode)) {
     close(fd);
-    ThrowCode(env, EPERM, "lock file is not a regular file");
+    ThrowCode(env, PM_ERR(EPERM), "lock file is not a regular file");
   }
   if (st.st_uid != 0 && st.st_uid != geteuid()) {
     close(fd);
-    ThrowCode(env, EPERM, "lock file is owned by uid " + std::to_string(st.st_uid) + ", neither root nor this user");
+    ThrowCode(env, PM_ERR(EPERM), "lock file is owned by uid " + std::to_string(st.st_uid) + ", neither root nor this user");
   }
   if ((st.st_mode & 022) != 0) {
     close(fd);
-    ThrowCode(env, EPERM, "lock file is writable by group or others");
+    ThrowCode(env, PM_ERR(EPERM), "lock file is writable by group or others");
   }
   LockFiles().push_back(new LockFile{st.st_dev, st.st_ino, fd, 1, {}, {}});
   return Napi::Number::New(env, fd);
@@ -483,7 +480,7 @@ Napi::Value LockRange(const Napi::CallbackInfo& info) {
       return Conflict(env, q.l_pid > 0 ? q.l_pid : -1, static_cast<uint64_t>(q.l_start), static_cast<uint64_t>(q.l_len));
     }
   }
-  ThrowErrno(env, EAGAIN, "fcntl");
+  ThrowCode(env, PM_ERR(EAGAIN), strerror(EAGAIN), "fcntl");
 }
 
 // unlockRange(fd, start: bigint, length: bigint): release a range taken by
@@ -533,7 +530,11 @@ void Cleanup(napi_env /*env*/, void* data, void* /*hint*/) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  napi_set_instance_data(env, new Instance(), Cleanup, nullptr);
+  Instance* inst = new Instance();
+  if (napi_set_instance_data(env, inst, Cleanup, nullptr) != napi_ok) {
+    delete inst;
+    ThrowCode(env, PM_ERR(EIO), "could not attach the addon's per-environment state");
+  }
   exports.Set("open", Napi::Function::New(env, Open, "open"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
@@ -559,6 +560,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterVfioDevice(env, exports);
   RegisterVfioIommu(env, exports);
   RegisterBarrier(env, exports);
+  RegisterFloor(env, exports);
   return exports;
 }
 

@@ -160,7 +160,7 @@ void ExactIo(Napi::Env env, bool write, int fd, void* p, size_t len, uint64_t of
   ssize_t n = write ? pwrite(fd, p, len, static_cast<off_t>(off)) : pread(fd, p, len, static_cast<off_t>(off));
   if (n < 0) ThrowErrno(env, errno, write ? "pwrite" : "pread");
   if (static_cast<size_t>(n) != len) {
-    ThrowCode(env, EIO, std::string(write ? "pwrite" : "pread") + " moved " + std::to_string(n) + " of " + std::to_string(len) + " bytes");
+    ThrowCode(env, PM_ERR(EIO), std::string(write ? "pwrite" : "pread") + " moved " + std::to_string(n) + " of " + std::to_string(len) + " bytes");
   }
 }
 
@@ -218,7 +218,7 @@ Napi::Value EventfdRead(const Napi::CallbackInfo& info) {
     if (errno == EAGAIN) return Napi::Number::New(info.Env(), 0);
     ThrowErrno(info.Env(), errno, "read");
   }
-  if (n != sizeof(v)) ThrowCode(info.Env(), EIO, "short read of an eventfd");
+  if (n != sizeof(v)) ThrowCode(info.Env(), PM_ERR(EIO), "short read of an eventfd");
   return Napi::Number::New(info.Env(), static_cast<double>(v));
 }
 
@@ -377,7 +377,7 @@ Napi::Value EventfdWatch(const Napi::CallbackInfo& info) {
   if (info.Length() <= 1 || !info[1].IsFunction()) ThrowInvalid(env, "callback must be a function");
   if (fcntl(fd, F_GETFD) < 0) ThrowErrno(env, errno, "fcntl");
   uv_loop_t* loop = nullptr;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) ThrowCode(env, ENOSYS, "no libuv loop for this environment");
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) ThrowCode(env, PM_ERR(ENOSYS), "no libuv loop for this environment");
   Watches* ws = WatchesOf(info);
   auto* w = new Watch();
   w->fd = fd;
@@ -399,7 +399,7 @@ Napi::Value EventfdWatch(const Napi::CallbackInfo& info) {
   if (napi_create_reference(env, info[1], 1, &w->callback) != napi_ok ||
       napi_async_init(env, nullptr, name, &w->context) != napi_ok) {
     StopWatchUnlisted(w);
-    ThrowCode(env, ENOMEM, "could not keep the callback");
+    ThrowCode(env, PM_ERR(ENOMEM), "could not keep the callback");
   }
   w->id = ws->next++;
   if (ws->next == 0) ws->next = 1;
@@ -411,7 +411,7 @@ Watch* ArgWatch(const Napi::CallbackInfo& info, size_t i) {
   uint32_t id = static_cast<uint32_t>(ArgUint(info, i, "watch id", UINT32_MAX));
   Watches* ws = WatchesOf(info);
   auto it = ws->live.find(id);
-  if (it == ws->live.end()) ThrowCode(info.Env(), EBADF, "no such eventfd watch (already unwatched?)");
+  if (it == ws->live.end()) ThrowCode(info.Env(), PM_ERR(EBADF), "no such eventfd watch (already unwatched?)");
   return it->second;
 }
 

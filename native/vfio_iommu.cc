@@ -96,7 +96,7 @@ Napi::Value GetInfo(const Napi::CallbackInfo& info) {
     hdr->flags = 0;
     if (Ioctl(fd, VFIO_IOMMU_GET_INFO, buf.data()) < 0) ThrowErrno(env, errno, "ioctl(VFIO_IOMMU_GET_INFO)");
     if (hdr->argsz <= asked) break;
-    if (hdr->argsz > (1u << 20)) ThrowCode(env, EOVERFLOW, "VFIO_IOMMU_GET_INFO wants an implausible " + std::to_string(hdr->argsz) + " bytes");
+    if (hdr->argsz > (1u << 20)) ThrowCode(env, PM_ERR(EOVERFLOW), "VFIO_IOMMU_GET_INFO wants an implausible " + std::to_string(hdr->argsz) + " bytes");
     std::vector<uint8_t> bigger(hdr->argsz, 0);
     buf.swap(bigger);
   }
@@ -152,7 +152,7 @@ Napi::Value MapDma(const Napi::CallbackInfo& info) {
   if (length == 0) ThrowInvalid(env, "length must be > 0");
   if (!read && !write) ThrowInvalid(env, "read or write access must be granted");
   CheckRange(info, m, offset, length);
-  if (write && !m->writable) ThrowErrno(env, EACCES, "ioctl(VFIO_IOMMU_MAP_DMA) (device write access to a read-only mapping)");
+  if (write && !m->writable) ThrowCode(env, PM_ERR(EACCES), strerror(EACCES), "ioctl(VFIO_IOMMU_MAP_DMA) (device write access to a read-only mapping)");
   struct vfio_iommu_type1_dma_map map = {};
   map.argsz = sizeof(map);
   map.flags = (read ? VFIO_DMA_MAP_FLAG_READ : 0) | (write ? VFIO_DMA_MAP_FLAG_WRITE : 0);

@@ -157,3 +157,126 @@ describe('native layer', () => {
     n.close(fd);
   });
 });
+
+// Every argument of every addon function, replaced by each value of the wrong
+// kind (or left out), is refused with a typed EINVAL error: never a crash, a
+// silently truncated value or undefined behaviour in the conversion.
+describe('native layer: bad arguments', () => {
+  type Kind = 'uint' | 'handle' | 'bigint' | 'bool' | 'string' | 'arraybuffer' | 'function' | 'array';
+  const badNumbers: unknown[] = [Infinity, -Infinity, NaN, -1, -0.5, 1.5, 2 ** 64, 2 ** 70, Number.MAX_VALUE, '1', 1n, null, undefined, {}, true];
+  const bad: Record<Kind, unknown[]> = {
+    uint: badNumbers,
+    handle: badNumbers,
+    bigint: [-1n, 2n ** 64n, 2n ** 100n, 1, 1.5, '1', null, undefined, {}],
+    bool: [1, 0, 'true', null, undefined, {}],
+    string: [1, null, undefined, {}, 'a\0b', Symbol('s')],
+    arraybuffer: [1, 'ab', null, undefined, {}, new Uint8Array(4)],
+    function: [1, 'f', null, undefined, {}],
+    array: [1, 'a', null, undefined, {}, [], [1.5], [NaN], [Infinity], [-2], [2 ** 31], ['3']],
+  };
+
+  it('refuses every bad value of every argument kind with EINVAL and a code, and a missing argument too', () => {
+    const fd = n.memfdCreate('args', 8192);
+    const h = n.mmap(fd, 0n, 8192, true);
+    const ab = n.arrayBuffer(h, 0, 64);
+    const efd = n.eventfdCreate();
+    const watch = n.eventfdWatch(efd, () => {});
+    // name, valid arguments, kind of each argument. Valid arguments reach the
+    // bad one; each function checks its arguments in order before any effect.
+    const table: [keyof typeof n, unknown[], Kind[]][] = [
+      ['open', ['/nonexistent', false, false], ['string', 'bool', 'bool']],
+      ['close', [fd], ['uint']],
+      ['memfdCreate', ['x', 4096], ['string', 'uint']],
+      ['mmap', [fd, 0n, 4096, true], ['uint', 'bigint', 'uint', 'bool']],
+      ['reserve', [4096, true], ['uint', 'bool']],
+      ['mapInto', [h, 0, fd, 0n, 4096], ['handle', 'uint', 'uint', 'bigint', 'uint']],
+      ['munmap', [h], ['handle']],
+      ['arrayBuffer', [h, 0, 16], ['handle', 'uint', 'uint']],
+      ['detach', [h, ab], ['handle', 'arraybuffer']],
+      ['attachedCount', [h], ['handle']],
+      ['mappingAddress', [h], ['handle']],
+      ['read8', [h, 0], ['handle', 'uint']],
+      ['read64Relaxed', [h, 0], ['handle', 'uint']],
+      ['write16', [h, 0, 1], ['handle', 'uint', 'uint']],
+      ['write32Relaxed', [h, 0, 1], ['handle', 'uint', 'uint']],
+      ['write64', [h, 0, 1n], ['handle', 'uint', 'bigint']],
+      ['memfdCreateHuge', ['x', 1 << 21, 21], ['string', 'uint', 'uint']],
+      ['mlock', [h], ['handle']],
+      ['lockFileOpen', ['/nonexistent/dir/lock'], ['string']],
+      ['lockFileClose', [fd], ['uint']],
+      ['lockRange', [fd, 0n, 1n], ['uint', 'bigint', 'bigint']],
+      ['unlockRange', [fd, 0n, 1n], ['uint', 'bigint', 'bigint']],
+      ['peerCredentials', [fd], ['uint']],
+      ['vfioGroupGetStatus', [fd], ['uint']],
+      ['vfioGroupGetDeviceFd', [fd, '0000:00:03.0'], ['uint', 'string']],
+      ['vfioDeviceGetInfo', [fd], ['uint']],
+      ['vfioDeviceGetRegionInfo', [fd, 0], ['uint', 'uint']],
+      ['vfioDeviceGetIrqInfo', [fd, 0], ['uint', 'uint']],
+      ['vfioDeviceReset', [fd], ['uint']],
+      ['vfioIrqSetEventfds', [fd, 0, 0, [efd]], ['uint', 'uint', 'uint', 'array']],
+      ['vfioIrqDisable', [fd, 0], ['uint', 'uint']],
+      ['vfioIrqUnmask', [fd, 0, 0], ['uint', 'uint', 'uint']],
+      ['pread', [fd, 0, 4], ['uint', 'uint', 'uint']],
+      ['pwrite', [fd, 0, 4, 1], ['uint', 'uint', 'uint', 'uint']],
+      ['pread64', [fd, 0], ['uint', 'uint']],
+      ['pwrite64', [fd, 0, 1n], ['uint', 'uint', 'bigint']],
+      ['eventfdRead', [efd], ['uint']],
+      ['eventfdWrite', [efd, 1], ['uint', 'uint']],
+      ['eventfdWatch', [efd, () => {}], ['uint', 'function']],
+      ['eventfdUnwatch', [watch], ['uint']],
+      ['eventfdWatchRef', [watch, true], ['uint', 'bool']],
+      ['vfioContainerApiVersion', [fd], ['uint']],
+      ['vfioContainerCheckExtension', [fd, 1], ['uint', 'uint']],
+      ['vfioGroupSetContainer', [fd, fd], ['uint', 'uint']],
+      ['vfioIommuSetType', [fd, 1], ['uint', 'uint']],
+      ['vfioIommuGetInfo', [fd], ['uint']],
+      ['vfioMapDma', [fd, h, 0, 4096, 0n, true, true], ['uint', 'handle', 'uint', 'uint', 'bigint', 'bool', 'bool']],
+      ['vfioUnmapDma', [fd, 0n, 4096], ['uint', 'bigint', 'uint']],
+    ];
+    const failures: string[] = [];
+    let checked = 0;
+    for (const [name, args, kinds] of table) {
+      const fn = n[name] as (...a: unknown[]) => unknown;
+      expect(typeof fn, name).toBe('function');
+      kinds.forEach((kind, i) => {
+        const tries: unknown[][] = bad[kind].map((v) => args.map((a, j) => (j === i ? v : a)));
+        tries.push(args.slice(0, i)); // the argument left out
+        for (const call of tries) {
+          checked++;
+          const shown = `${name}(${call.map((a) => (typeof a === 'bigint' ? `${a}n` : typeof a === 'symbol' ? 'Symbol()' : JSON.stringify(a) ?? String(a))).join(', ')})`;
+          try {
+            fn(...call);
+            failures.push(`${shown} did not throw`);
+          } catch (e) {
+            const err = e as { code?: unknown; errno?: unknown; message?: unknown };
+            if (err.code !== 'EINVAL' || err.errno !== 22 || !String(err.message).startsWith('EINVAL: ')) {
+              failures.push(`${shown} threw ${String(err.code)} ${String(err.message)}`);
+            }
+          }
+        }
+      });
+    }
+    expect(failures).toEqual([]);
+    expect(checked).toBeGreaterThan(1000);
+    // Nothing was half-done: the mapping, its one buffer and the fds are intact.
+    expect(n.attachedCount(h)).toBe(1);
+    expect(ab.byteLength).toBe(64);
+    n.detach(h, ab);
+    n.munmap(h);
+    n.eventfdUnwatch(watch);
+    n.close(efd);
+    n.close(fd);
+  });
+
+  it('names a failed system call by its errno: code, positive errno, syscall', () => {
+    expect(() => n.close(2 ** 31 - 1)).toThrow(expect.objectContaining({ errno: 9, syscall: 'close', message: expect.stringMatching(/^E[A-Z]+: .*, close$/) }));
+    // lib/native.ts names the code from errno through os.constants.errno (the one table).
+    let err: unknown;
+    try {
+      openFile('/nonexistent/physmem', false, false);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: 'ENOENT', errno: -2, syscall: 'open' });
+  });
+});
