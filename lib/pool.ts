@@ -11,6 +11,8 @@ import { toAddressNumber } from './internal/validate.js';
 import { createSubPool, type SubPool, type SubPoolOptions } from './subpool.js';
 import { addressAt } from './address.js';
 import { WaitQueue, type WaitNode } from './wait-queue.js';
+import { LeakCheck as LeakWatch } from './leak-check.js';
+import { AddressMap } from './internal/address-map.js';
 
 /** Options of {@link Pool.alloc}. Addresses accept bigints or numbers. */
 export interface AllocOptions {
@@ -245,11 +247,10 @@ export class Pool {
   readonly fallbackReason: string | undefined;
   readonly #backend: Backend;
   readonly #alloc: RangeAllocator;
-  readonly #live = new Map<number, number>(); // block address -> backend view id
+  readonly #live = new AddressMap(); // block address -> backend view id
   readonly #allocOpts: { align?: number; boundary?: number; maxAddress?: number; at?: number } = {};
   readonly #waiters = new WaitQueue<Waiter>();
-  readonly #leaks: FinalizationRegistry<number> | undefined; // held value: the block's address
-  readonly #leakTokens: object[] = []; // per view id, reused: a fresh token per alloc would cost a hash each time
+  readonly #leaks: LeakWatch | undefined; // lib/leak-check.ts
   readonly #sites: Map<number, string> | undefined; // leakCheck 'trace': address -> allocation stack
   readonly #largestRange: number;
   #closed = false;
@@ -266,7 +267,7 @@ export class Pool {
     const mode = options.leakCheck ?? (process.env.PHYSMEM_TRACE_ALLOCATIONS === '1' ? 'trace' : 'warn');
     if (mode !== 'off' && mode !== 'warn' && mode !== 'trace') throw invalidArgument(`leakCheck must be 'off', 'warn' or 'trace', got ${String(mode)}`);
     this.#sites = mode === 'trace' ? new Map() : undefined;
-    this.#leaks = mode === 'off' ? undefined : new FinalizationRegistry((addr) => this.#reportLeak(addr));
+    this.#leaks = mode === 'off' ? undefined : new LeakWatch((addr) => this.#reportLeak(addr));
   }
 
   /** True once closed. */
@@ -354,15 +355,14 @@ export class Pool {
   free(phys: bigint | number): void {
     if (this.#closed) throw closedError('free');
     const addr = typeof phys === 'number' ? phys : toAddressNumber(phys, 'phys');
-    const view = this.#live.get(addr);
-    if (view === undefined) {
+    const view = this.#live.delete(addr);
+    if (view < 0) {
       throw new PhysmemError('EINVAL', `no allocated block starts at physical ${hex(phys)}`, {
         hint: 'pass the exact phys of a live DmaBuffer (double free, or an address inside a block?)',
       });
     }
-    this.#live.delete(addr);
     if (this.#leaks !== undefined) {
-      this.#leaks.unregister(this.#leakTokens[view]);
+      this.#leaks.forget(view);
       this.#sites?.delete(addr);
     }
     this.#backend.release(view);
@@ -419,9 +419,9 @@ export class Pool {
     if (this.#closed) throw closedError('findBlock');
     const p = typeof phys === 'number' ? phys : Number(phys);
     const start = this.#alloc.blockContaining(p);
-    const view = start < 0 ? undefined : this.#live.get(start);
+    const view = start < 0 ? -1 : this.#live.get(start);
     // The size asked for (the allocator keeps it rounded up to 8): the buffer's own length.
-    return view === undefined ? undefined : { phys: BigInt(start), size: this.#backend.buffer(view).byteLength };
+    return view < 0 ? undefined : { phys: BigInt(start), size: this.#backend.buffer(view).byteLength };
   }
 
   /**
@@ -491,10 +491,8 @@ export class Pool {
       w.cleanup();
       w.reject(closedError('allocAsync'));
     }
-    for (const view of this.#live.values()) {
-      if (this.#leaks !== undefined) this.#leaks.unregister(this.#leakTokens[view]);
-      this.#backend.release(view);
-    }
+    this.#leaks?.close();
+    this.#live.forEachValue((view) => this.#backend.release(view));
     this.#live.clear();
     this.#sites?.clear();
     this.#alloc.freeAll();
@@ -532,8 +530,7 @@ export class Pool {
     this.#live.set(addr, view);
     const buf = new DmaBuffer(this, addr, size, bytes, this.busOffset);
     if (this.#leaks !== undefined) {
-      const token = this.#leakTokens[view] ?? (this.#leakTokens[view] = {});
-      this.#leaks.register(buf, addr, token);
+      this.#leaks.watch(buf, addr, view);
       if (this.#sites !== undefined) this.#sites.set(addr, allocationSite());
     }
     return buf;

@@ -10,8 +10,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <cmath>
-
 #include <string>
 #include <vector>
 
@@ -92,7 +90,8 @@ inline double ArgNumber(const Napi::CallbackInfo& info, size_t i, const char* na
 inline uint64_t ArgUint(const Napi::CallbackInfo& info, size_t i, const char* name, uint64_t max) {
   double d = ArgNumber(info, i, name);
   const uint64_t cap = max < (1ull << 53) ? max : (1ull << 53);
-  if (!(d >= 0 && d <= static_cast<double>(cap)) || d != std::floor(d)) {
+  // Range first; converting after it is exact and defined, so the round trip tests for a fraction.
+  if (!(d >= 0 && d <= static_cast<double>(cap)) || d != static_cast<double>(static_cast<uint64_t>(d))) {
     ThrowInvalid(info.Env(), std::string(name) + " must be an integer in [0, " + std::to_string(cap) + "]");
   }
   return static_cast<uint64_t>(d);

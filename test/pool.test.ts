@@ -130,6 +130,105 @@ describe('DmaBuffer', () => {
   });
 });
 
+describe('Pool.free', () => {
+  it('refuses addresses that start no live block (negative, NaN, fractional, interior, twice) and frees nothing else', () => {
+    const p = fake();
+    const a = p.alloc(4096, { align: 4096 });
+    for (const bad of [-1, -0.5, NaN, 1.5, Number(a.phys) + 64]) {
+      expect(() => p.free(bad)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    }
+    expect(a.freed).toBe(false);
+    expect(p.stats().count).toBe(1);
+    p.free(a.phys);
+    expect(a.freed).toBe(true);
+    expect(() => p.free(a.phys)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    p.close();
+  });
+});
+
+describe('leak check (default)', () => {
+  // Collect until a PHYSMEM_LEAK warning arrives (or give up after `rounds`):
+  // registration waits for the next turn of the event loop, so each round
+  // yields before collecting again.
+  async function leakWarnings(run: () => void, rounds = 30): Promise<string[]> {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => {
+      if ((w as { code?: string }).code === 'PHYSMEM_LEAK') warnings.push(w.message);
+    };
+    process.on('warning', onWarning);
+    try {
+      run();
+      for (let i = 0; i < rounds && warnings.length === 0; i++) {
+        await new Promise((r) => setImmediate(r));
+        gc();
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    } finally {
+      process.off('warning', onWarning);
+    }
+    return warnings;
+  }
+
+  it('warns about a buffer dropped without free() with no leakCheck option, and keeps its memory allocated', async () => {
+    const p = fake(1 << 20);
+    let phys = 0n;
+    const warnings = await leakWarnings(() => {
+      phys = p.alloc(4240).phys;
+    });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(`0x${phys.toString(16)}`);
+    expect(warnings[0]).toContain('4240 bytes');
+    expect(warnings[0]).toContain('PHYSMEM_TRACE_ALLOCATIONS=1');
+    // The registry only reports: the block stays allocated until close.
+    expect(p.stats().count).toBe(1);
+    expect(p.findBlock(phys)).toEqual({ phys, size: 4240 });
+    p.close();
+  });
+
+  it('warns about one buffer dropped among 5,000 allocated and freed in one synchronous loop (more than a batch)', async () => {
+    const p = fake(1 << 20);
+    let phys = 0n;
+    const warnings = await leakWarnings(() => {
+      for (let i = 0; i < 5000; i++) {
+        const b = p.alloc(64, { zero: false });
+        if (i === 2500) phys = b.phys;
+        else b.free();
+      }
+    });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(`0x${phys.toString(16)}`);
+    expect(p.stats().count).toBe(1);
+    p.close();
+  });
+
+  it('never warns about freed buffers, nor after close', async () => {
+    const p = fake(1 << 20);
+    const warnings = await leakWarnings(() => {
+      for (let i = 0; i < 3000; i++) p.alloc(128, { zero: false }).free();
+      const kept = p.alloc(128);
+      kept.free();
+    }, 8);
+    expect(warnings).toEqual([]);
+    const q = fake(1 << 20);
+    const afterClose = await leakWarnings(() => {
+      q.alloc(256);
+      q.close();
+    }, 8);
+    expect(afterClose).toEqual([]);
+    p.close();
+  });
+
+  it("sends nothing through the registry with leakCheck 'off'", async () => {
+    const p = fake(1 << 20, { leakCheck: 'off' });
+    const warnings = await leakWarnings(() => {
+      p.alloc(512);
+    }, 8);
+    expect(warnings).toEqual([]);
+    expect(p.stats().count).toBe(1);
+    p.close();
+  });
+});
+
 describe('allocAsync', () => {
   it('statsAsync works on a linked pool as on a daemon\'s: the figures of stats(); EBADF after close', async () => {
     const p = fake(64 << 10);
