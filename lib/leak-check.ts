@@ -27,7 +27,7 @@ export interface Watched {
 }
 
 /** @internal One per pool with leakCheck 'warn' or 'trace'. View ids are the backend's (small integers, reused). */
-export class LeakCheck {
+export class LeakWatch {
   readonly #registry: FinalizationRegistry<number>; // held value: the block's address
   readonly #tokens: object[] = []; // per view id, reused: a fresh token per buffer would cost a hash each time
   readonly #registered: number[] = []; // per view id: 1 while its buffer is registered

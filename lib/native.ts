@@ -14,9 +14,14 @@ import { existsSync, readdirSync } from 'node:fs';
 import { PhysmemError, codeOfErrno, describeCode } from './errors.js';
 
 /**
- * Functions exported by `native/physmem.cc`. Every failure throws an Error
- * with `code` (and, for system calls, positive `errno` and `syscall`);
- * {@link callNative} turns those into {@link PhysmemError}s.
+ * Functions exported by the addon (native/*.cc). Every failure throws an
+ * Error with `code`, positive `errno` and, for a failed system call,
+ * `syscall`. An argument of the wrong type, missing, not an integer or out of
+ * range (NaN, infinities, negatives, 2^64) is EINVAL, never a crash or a
+ * truncated value. For system call failures the addon's `code` is the C
+ * library's name for the errno ("UNKNOWN" where the libc has none);
+ * {@link toPhysmemError} names the code from `errno` through os.constants.errno
+ * (lib/errors.ts, the one errno table) and makes a {@link PhysmemError}.
  *
  * Handles are small positive integers naming a mapping inside the addon.
  */
@@ -35,7 +40,7 @@ export interface NativeAddon {
   mapInto(handle: number, offset: number, fd: number, fileOffset: bigint, length: number): void;
   /** munmap(2). Throws EBUSY while ArrayBuffers over the mapping are still attached. */
   munmap(handle: number): void;
-  /** An external (zero-copy) ArrayBuffer over exactly `[offset, offset + length)` of the mapping. */
+  /** An external (zero-copy) ArrayBuffer over exactly `[offset, offset + length)` of the mapping; `length` > 0 (EINVAL), inside the mapping (ERANGE). */
   arrayBuffer(handle: number, offset: number, length: number): ArrayBuffer;
   /** Detach an ArrayBuffer made by `arrayBuffer` on this mapping: every view over it becomes zero-length. No-op if already detached. */
   detach(handle: number, buffer: ArrayBuffer): void;

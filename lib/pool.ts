@@ -11,7 +11,7 @@ import { toAddressNumber } from './internal/validate.js';
 import { createSubPool, type SubPool, type SubPoolOptions } from './subpool.js';
 import { addressAt } from './address.js';
 import { WaitQueue, type WaitNode } from './wait-queue.js';
-import { LeakCheck as LeakWatch } from './leak-check.js';
+import { LeakWatch } from './leak-check.js';
 import { AddressMap } from './internal/address-map.js';
 
 /** Options of {@link Pool.alloc}. Addresses accept bigints or numbers. */
@@ -93,9 +93,11 @@ export type LeakCheck = 'off' | 'warn' | 'trace';
 export interface PoolCommonOptions {
   /**
    * Leak reports: `'warn'` (default) emits one warning per DmaBuffer collected
-   * without `free()`, naming its address and size; `'trace'` also records
+   * without `free()`, naming its address and size; buffers freed before the
+   * next turn of the event loop cost almost nothing (lib/leak-check.ts: they
+   * are registered in batches, and only if still live). `'trace'` also records
    * the stack of every allocation so the warning shows where it was made
-   * (costs about 40 to 60 us per alloc: bench/buffers.ts measures it); `'off'` disables both. The environment
+   * (costs about 15 to 30 us per alloc: bench/buffers.ts measures it); `'off'` disables both. The environment
    * variable `PHYSMEM_TRACE_ALLOCATIONS=1` makes `'trace'` the default.
    * Leaked memory is never freed automatically: a device may still use it.
    */

@@ -117,6 +117,6 @@ describe('doc snippets', () => {
       const m = /'trace'[^.]*?costs? about ([\d.]+(?: to [\d.]+|-[\d.]+)? us)/.exec(text);
       figures.set(f, m?.[1] ?? 'no figure');
     }
-    expect(new Set(figures.values()), JSON.stringify(Object.fromEntries(figures))).toEqual(new Set(['40 to 60 us']));
+    expect(new Set(figures.values()), JSON.stringify(Object.fromEntries(figures))).toEqual(new Set(['15 to 30 us']));
   });
 });
