@@ -9,7 +9,7 @@
  * @module
  */
 import { PhysmemError } from './errors.js';
-import { native, toPhysmemError } from './native.js';
+import { native, toPhysmemError, type NativeAddon } from './native.js';
 
 /**
  * open(2) a file through the addon, with fs-style errors.
@@ -45,8 +45,15 @@ export class Mapping {
   readonly #views: (ArrayBuffer | undefined)[] = [];
   readonly #freeSlots: number[] = [];
   #live = 0;
+  // The two functions of every DmaBuffer alloc+free, looked up once: the
+  // addon's exports object has too many properties for a fast property load.
+  readonly #arrayBuffer: NativeAddon['arrayBuffer'];
+  readonly #detach: NativeAddon['detach'];
 
   private constructor(handle: number, length: number, path: string) {
+    const n = native();
+    this.#arrayBuffer = n.arrayBuffer;
+    this.#detach = n.detach;
     this.#handle = handle;
     this.length = length;
     this.path = path;
@@ -133,7 +140,7 @@ export class Mapping {
    *   {@link Mapping.release}; {@link Mapping.close} detaches it otherwise.
    */
   view(offset: number, length: number): number {
-    const ab = native().arrayBuffer(this.handle, offset, length);
+    const ab = this.#arrayBuffer(this.handle, offset, length);
     const slot = this.#freeSlots.length !== 0 ? this.#freeSlots.pop()! : this.#views.length;
     this.#views[slot] = ab;
     this.#live++;
@@ -152,7 +159,7 @@ export class Mapping {
     this.#views[slot] = undefined;
     this.#freeSlots.push(slot);
     this.#live--;
-    native().detach(this.#handle, ab);
+    this.#detach(this.#handle, ab);
   }
 
   /** The mapping's virtual address in this process. */
