@@ -171,7 +171,12 @@ async function copyBenches(pool: ReturnType<typeof openPoolSync>): Promise<Bench
       for (let i = 0; i < reps; i++) dst.set(src);
       return Number(process.hrtime.bigint() - t0);
     };
-    for (let i = 0; i < 3; i++) for (const src of sources) (sample(plain, src), sample(dma.bytes, src));
+    for (let i = 0; i < 3; i++) {
+      for (const src of sources) {
+        sample(plain, src);
+        sample(dma.bytes, src);
+      }
+    }
     const ratios: number[] = [];
     const byOffset: number[][] = offsets.map(() => []);
     const plainNs: number[] = [];
