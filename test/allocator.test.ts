@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { RangeAllocator, MIN_ALIGN, DEFAULT_ALIGN, SCAN_LIMIT, type BlockInfo } from '../lib/allocator/index.js';
 import { throwsWith } from './helpers/errors.js';
+import { NF } from '../lib/allocator/state.js';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
@@ -471,7 +472,7 @@ describe('stats, walk, check', () => {
     const a = new RangeAllocator([{ start: 0, size: MiB }]);
     a.alloc(64);
     a.check();
-    const priv = a as unknown as { counts: Float64Array; F: Float64Array };
+    const priv = (a as unknown as { st: { counts: Float64Array; F: Float64Array } }).st;
     priv.counts[0] += 8;
     throwsWith(() => a.check(), 'EIO', /allocator state is corrupt: used bytes/);
     priv.counts[0] -= 8;
@@ -479,10 +480,10 @@ describe('stats, walk, check', () => {
     // Break the address order: move a block's start past its successor.
     const saved = priv.F.slice();
     const blockNode = (() => {
-      for (let n = 0; n < priv.F.length / 4; n++) if (priv.F[n * 4] === 64) return n;
+      for (let n = 0; n < priv.F.length / NF; n++) if (priv.F[n * NF] === 64) return n;
       return -1;
     })();
-    priv.F[blockNode * 4] = 2 * MiB;
+    priv.F[blockNode * NF] = 2 * MiB;
     throwsWith(() => a.check(), 'EIO', /corrupt/);
     priv.F.set(saved);
     a.check();
@@ -492,3 +493,97 @@ describe('stats, walk, check', () => {
     expect(SCAN_LIMIT).toBeGreaterThanOrEqual(1024);
   });
 });
+
+describe('alloc options are checked by name', () => {
+  it('refuses an unknown option with EINVAL and suggests the closest name', () => {
+    const a = new RangeAllocator([{ start: 0, size: MiB }]);
+    const err = throwsWith(() => a.alloc(64, { alignment: 1 << 16 } as never), 'EINVAL', /unknown option 'alignment'.*did you mean 'align'/);
+    expect(err.message + ' ' + String((err as { hint?: string }).hint ?? '')).toMatch(/align, boundary, maxAddress, at, owner/);
+    throwsWith(() => a.alloc(64, { maxAdress: 0xffff } as never), 'EINVAL', /did you mean 'maxAddress'/);
+    // Nothing was allocated by the refused calls.
+    expect(a.liveBlocks).toBe(0);
+  });
+
+  it('refuses options that are not an object', () => {
+    const a = new RangeAllocator([{ start: 0, size: MiB }]);
+    for (const bad of [null, 5, 'x', [1]]) throwsWith(() => a.alloc(64, bad as never), 'EINVAL', /options must be an object/);
+    expect(a.liveBlocks).toBe(0);
+  });
+
+  it('honours every known option in one object', () => {
+    const a = new RangeAllocator([{ start: 0, size: MiB }]);
+    const p = a.alloc(100, { align: 4096, boundary: 4096, maxAddress: 0xfffff, owner: 3 });
+    expect(p % 4096).toBe(0);
+    expect(a.ownerOf(p)).toBe(3);
+    expect(a.alloc(64, { at: 8 * 4096 + 64 })).toBe(8 * 4096 + 64);
+  });
+});
+
+describe('skip-list towers are built lazily', () => {
+  /** A fragmented allocator: many splits and merges, no lookup inside blocks yet. */
+  function churned(seed: number): { a: RangeAllocator; live: number[] } {
+    const a = new RangeAllocator([{ start: 0x10000, size: 1024 * MiB }]);
+    const live: number[] = [];
+    let x = seed;
+    for (let i = 0; i < 30_000; i++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      if (live.length > 0 && (x & 3) === 0) {
+        const k = (x >>> 2) % live.length;
+        a.free(live[k]);
+        live[k] = live[live.length - 1];
+        live.pop();
+      } else {
+        const p = a.alloc(64 + ((x >>> 4) % 4096) * 8);
+        if (p >= 0) live.push(p);
+      }
+    }
+    return { a, live };
+  }
+
+  const towersOn = (a: RangeAllocator): boolean => (a as unknown as { st: { towersOn: boolean } }).st.towersOn;
+
+  it('has no towers until a lookup, then finds every block and gap after many splits', () => {
+    const { a, live } = churned(0x1234);
+    expect(towersOn(a)).toBe(false);
+    a.check();
+    const blocks = a.walk();
+    // Every byte position probed inside a block maps to that block's start; gaps to -1.
+    for (const b of blocks) {
+      for (const off of [0, Math.floor(b.size / 2), b.size - 1]) {
+        expect(a.blockContaining(b.address + off)).toBe(b.free ? -1 : b.address);
+      }
+    }
+    expect(towersOn(a)).toBe(true);
+    a.check(); // verifies the towers level by level
+    expect(live.length).toBe(a.liveBlocks);
+  });
+
+  it('keeps the towers right while they are maintained, and drops them after many splits without a lookup', () => {
+    const { a, live } = churned(0x9e37);
+    // `at` needs the towers: allocate inside the first free gap of at least 128 bytes.
+    const gap = a.walk().find((b) => b.free && b.size >= 128 && b.address % 64 === 0)!;
+    expect(a.alloc(64, { at: gap.address })).toBe(gap.address);
+    expect(towersOn(a)).toBe(true);
+    // Churn while towers are on: check() verifies them.
+    for (let i = 0; i < 200; i++) {
+      a.free(live.pop()!);
+      const p = a.alloc(128);
+      if (p >= 0) live.push(p);
+    }
+    a.check();
+    for (const p of live.slice(0, 500)) expect(a.blockContaining(p + 8)).toBe(p);
+    // Far more splits and merges than the budget, with no lookup: the towers go.
+    // (A 1 MiB block comes from the large free tail and merges back into it:
+    // one split and one merge per round.)
+    for (let i = 0; i < 1_000_000 && towersOn(a); i++) a.free(a.alloc(MiB));
+    expect(towersOn(a)).toBe(false);
+    a.check();
+    // And come back, right, with the next lookup.
+    expect(a.blockContaining(live[0])).toBe(live[0]);
+    expect(towersOn(a)).toBe(true);
+    a.check();
+  });
+});
+
