@@ -33,7 +33,7 @@ export { Pool, DmaBuffer } from './pool.js';
 export type { AllocOptions, AsyncAllocOptions, PoolStats, RangeStats, PoolBlock, PoolCommonOptions, LeakCheck } from './pool.js';
 export type { SyncDirection } from './pool.js';
 export { SubPool, SubPoolBlock, subPoolLayout } from './subpool.js';
-export type { SubPoolOptions, SubPoolLayout } from './subpool.js';
+export type { SubPoolOptions, SubPoolLayout, SubPoolMemory, SubPoolSource } from './subpool.js';
 export type { BackendName } from './backends/types.js';
 export { FAKE_DEFAULT_PHYS_BASE, FAKE_DEFAULT_SIZE } from './backends/fake.js';
 export { PhysmemError } from './errors.js';

@@ -9,6 +9,7 @@ import { RangeAllocator } from './allocator/index.js';
 import type { Backend, BackendName, SyncDirectionCode } from './backends/types.js';
 import { toAddressNumber } from './internal/validate.js';
 import { createSubPool, type SubPool, type SubPoolOptions } from './subpool.js';
+import type { SyncDirection } from './dma-types.js';
 import { addressAt } from './address.js';
 import { WaitQueue, type WaitNode } from './wait-queue.js';
 import { LeakWatch } from './leak-check.js';
@@ -110,12 +111,7 @@ export const kDeviceAccess: unique symbol = Symbol('physmem.deviceAccess');
 /** @internal Key of the cache-maintenance hook DmaBuffer calls. */
 const kSync: unique symbol = Symbol('physmem.sync');
 
-/**
- * Which way the data of a sync goes, as Linux's enum dma_data_direction:
- * `'toDevice'` (the CPU wrote, the device reads), `'fromDevice'` (the device
- * wrote, the CPU reads), or `'bidirectional'` (either; always correct).
- */
-export type SyncDirection = 'bidirectional' | 'toDevice' | 'fromDevice';
+export type { SyncDirection } from './dma-types.js';
 
 function closedError(what: string): PhysmemError {
   return new PhysmemError('EBADF', `${what} on a closed pool`, { hint: 'open a new pool with openPoolSync()/openPool()' });
@@ -432,7 +428,7 @@ export class Pool {
    * alloc and free. See {@link SubPool}.
    * @throws {PhysmemError} EINVAL for bad options; ENOMEM when the pool has no room for the blocks; EBADF after close.
    */
-  createSubPool(options: SubPoolOptions): SubPool {
+  createSubPool(options: SubPoolOptions): SubPool<DmaBuffer> {
     if (this.#closed) throw closedError('createSubPool');
     return createSubPool(this, options);
   }

@@ -11,8 +11,34 @@
  * @module
  */
 import { addressAt } from './address.js';
+import type { SyncDirection } from './dma-types.js';
 import { PhysmemError, invalidArgument } from './errors.js';
-import type { DmaBuffer, Pool, SyncDirection } from './pool.js';
+import { isPowerOfTwo, optionsChecker } from './internal/validate.js';
+
+/**
+ * What a sub-pool needs of the memory its blocks live in: a {@link DmaBuffer}
+ * (declared here so that this module does not import pool.ts).
+ */
+export interface SubPoolMemory {
+  /** The whole memory, as bytes. Zero-length once freed. */
+  readonly bytes: Uint8Array;
+  /** Physical address of byte 0. */
+  readonly phys: bigint;
+  /** Bus (device) address of byte 0. */
+  readonly bus: bigint;
+  /** Cache maintenance before the device reads [offset, offset + length). */
+  syncForDevice(offset: number, length: number, direction?: SyncDirection): void;
+  /** Cache maintenance before the CPU reads [offset, offset + length). */
+  syncForCpu(offset: number, length: number, direction?: SyncDirection): void;
+  /** Free the memory (idempotent). */
+  [Symbol.dispose](): void;
+}
+
+/** What {@link createSubPool} needs of a pool: one allocation with constraints (a {@link Pool}). */
+export interface SubPoolSource<B extends SubPoolMemory> {
+  /** Allocate `size` bytes aligned to `align`, crossing no `boundary`, ending at or below `maxAddress`. */
+  alloc(size: number, options: { align: number; boundary?: number; maxAddress?: bigint | number }): B;
+}
 
 /** Options of {@link Pool.createSubPool}. Sizes in bytes. */
 export interface SubPoolOptions {
@@ -44,11 +70,6 @@ export interface SubPoolLayout {
   parentBoundary: number | undefined;
 }
 
-function isPow2(n: number): boolean {
-  if (!Number.isSafeInteger(n) || n <= 0) return false;
-  return n <= 0x4000_0000 ? (n & (n - 1)) === 0 : 2 ** Math.round(Math.log2(n)) === n; // & works on 32 bits only
-}
-
 /**
  * The placement of `count` blocks of `blockSize` bytes: block `i` starts at
  * `Math.floor(i / perWindow) * window + (i % perWindow) * stride` from the
@@ -64,8 +85,8 @@ function isPow2(n: number): boolean {
 export function subPoolLayout(blockSize: number, count: number, align = 64, boundary?: number): SubPoolLayout {
   if (!Number.isSafeInteger(blockSize) || blockSize <= 0) throw invalidArgument(`blockSize must be a positive integer number of bytes, got ${String(blockSize)}`);
   if (!Number.isSafeInteger(count) || count <= 0 || count > 0x7fff_ffff) throw invalidArgument(`count must be an integer from 1 to 2^31 - 1, got ${String(count)}`);
-  if (typeof align !== 'number' || !isPow2(align)) throw invalidArgument(`align must be a power of two number of bytes, got ${String(align)}`);
-  if (boundary !== undefined && (typeof boundary !== 'number' || !isPow2(boundary) || boundary < blockSize)) {
+  if (!isPowerOfTwo(align)) throw invalidArgument(`align must be a power of two number of bytes, got ${String(align)}`);
+  if (boundary !== undefined && (!isPowerOfTwo(boundary) || boundary < blockSize)) {
     throw invalidArgument(`boundary must be a power of two >= blockSize (${blockSize}), got ${String(boundary)}`);
   }
   const stride = Math.ceil(blockSize / align) * align;
@@ -183,7 +204,7 @@ export class SubPoolBlock {
  * Equal blocks carved from one DmaBuffer. Create with
  * {@link Pool.createSubPool}. O(1) {@link SubPool.alloc} / {@link SubPool.free}.
  */
-export class SubPool {
+export class SubPool<B extends SubPoolMemory = SubPoolMemory> {
   /** Bytes per block. */
   readonly blockSize: number;
   /** Number of blocks. */
@@ -192,8 +213,8 @@ export class SubPool {
   readonly align: number;
   /** No block crosses a multiple of this; undefined when none was asked. */
   readonly boundary: number | undefined;
-  /** The memory all blocks live in (one block of the pool). Freeing it closes the sub-pool. */
-  readonly buffer: DmaBuffer;
+  /** The memory all blocks live in (one block of the pool: a DmaBuffer). Freeing it closes the sub-pool. */
+  readonly buffer: B;
   readonly #layout: SubPoolLayout;
   // The buffer's bytes: zero-length once it is freed, which is how closed is seen on the hot path.
   // Read as .length: V8 (11.3) inlines it, while .byteLength of a typed array costs ~15 ns here.
@@ -207,7 +228,7 @@ export class SubPool {
   #closed = false;
 
   /** @internal Use {@link Pool.createSubPool}. */
-  constructor(buffer: DmaBuffer, layout: SubPoolLayout, blockSize: number, count: number, align: number, boundary: number | undefined) {
+  constructor(buffer: B, layout: SubPoolLayout, blockSize: number, count: number, align: number, boundary: number | undefined) {
     this.buffer = buffer;
     this.#layout = layout;
     this.blockSize = blockSize;
@@ -329,11 +350,14 @@ export class SubPool {
   }
 }
 
+/** Refuses a non-object and unknown option names (with "did you mean"). */
+const checkSubPoolOptions = optionsChecker('pool.createSubPool()', ['blockSize', 'count', 'align', 'boundary', 'maxAddress']);
+
 /**
  * @internal Carve a new sub-pool out of `pool` (the body of {@link Pool.createSubPool}).
  */
-export function createSubPool(pool: Pool, options: SubPoolOptions): SubPool {
-  if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object { blockSize, count, align, boundary, maxAddress }');
+export function createSubPool<B extends SubPoolMemory>(pool: SubPoolSource<B>, options: SubPoolOptions): SubPool<B> {
+  if (checkSubPoolOptions(options) === undefined) throw invalidArgument('pool.createSubPool() needs options { blockSize, count }', 'e.g. pool.createSubPool({ blockSize: 2048, count: 512 })');
   const { blockSize, count, align = 64, boundary, maxAddress } = options;
   const layout = subPoolLayout(blockSize, count, align, boundary);
   const buffer = pool.alloc(layout.size, { align: layout.parentAlign, boundary: layout.parentBoundary, maxAddress });

@@ -51,6 +51,28 @@ describe('subPoolLayout', () => {
 });
 
 describe('SubPool', () => {
+  it('refuses options that are not an object, and unknown option names with a suggestion, allocating nothing', () => {
+    const p = fake(1 << 20);
+    const before = p.stats().count;
+    for (const bad of [undefined, null, 5, 'x', [2048, 8]]) {
+      expect(() => p.createSubPool(bad as never)).toThrow(code('EINVAL'));
+    }
+    expect(() => p.createSubPool({ blockSize: 2048, count: 8, alignment: 4096 } as never)).toThrow(
+      expect.objectContaining({ code: 'EINVAL', message: expect.stringMatching(/unknown option 'alignment'.*did you mean 'align'/) }),
+    );
+    expect(() => p.createSubPool({ blocksize: 2048, count: 8 } as never)).toThrow(
+      expect.objectContaining({ code: 'EINVAL', message: expect.stringMatching(/did you mean 'blockSize'/) }),
+    );
+    expect(p.stats().count).toBe(before);
+    // Every known name together is accepted and honoured.
+    const sub = p.createSubPool({ blockSize: 1500, count: 5, align: 64, boundary: 4096, maxAddress: 0xffff_ffff_ffffn });
+    expect(sub.boundary).toBe(4096);
+    for (let i = 0; i < 5; i++) {
+      const b = sub.alloc();
+      expect(Number(b.phys % 4096n) + 1500).toBeLessThanOrEqual(4096);
+    }
+  });
+
   it('hands out blocks 0, 1, 2, ... with phys, bus and bytes that are views of its own memory', () => {
     const p = fake(1 << 20, { physBase: 0x2000_0000n, busOffset: 0x1_0000_0000n });
     const sub = p.createSubPool({ blockSize: 2048, count: 8 });

@@ -1,6 +1,7 @@
 /**
  * Size classes of the segregated free lists (TLSF-style two-level index)
- * and small integer helpers on addresses held in doubles.
+ * and the alignment arithmetic on addresses held in doubles. (The power-of-two
+ * test of option values is lib/internal/validate.ts's.)
  *
  * Sizes below 64 bytes each have their own class; from 64 up every power of
  * two is split into 32 classes, so a class spans at most 1/32 (3 %) of its
@@ -65,11 +66,6 @@ export function searchClassOf(size: number): number {
   return classOf(size + POW2[log2floor(size) - SL_LOG2] - 1);
 }
 
-/** Lowest set bit's index of a non-zero int32. */
-export function ctz32(m: number): number {
-  return 31 - Math.clz32(m & -m);
-}
-
 /** x mod p for an integer x < 2^53 and a power of two p. */
 export function modPow2(x: number, p: number): number {
   // For p <= 2^31 the low 32 bits (x >>> 0 is x mod 2^32) carry the answer.
@@ -80,11 +76,4 @@ export function modPow2(x: number, p: number): number {
 export function padTo(x: number, p: number): number {
   const r = modPow2(x, p);
   return r === 0 ? 0 : p - r;
-}
-
-/** True for 1, 2, 4, ... 2^52 as numbers. */
-export function isPowerOfTwo(x: unknown): x is number {
-  if (typeof x !== 'number' || !Number.isInteger(x) || x < 1 || x > 4503599627370496) return false;
-  // Bitwise operators see 32 bits (2^31 becomes -2^31, still one bit set).
-  return x <= 2147483648 ? (x & (x - 1)) === 0 : POW2[log2floor(x)] === x;
 }
