@@ -7,9 +7,13 @@
  * - W1: 256 MiB, sizes log-uniform in [64 B, 1 MiB] (multiples of 64); after
  *   a fill, each step frees a random live block when 10,000 are live, then
  *   allocates the next size, freeing further random blocks until it fits.
- *   Target: <= 2.5 x the reference's time per step.
- * - W4: the W1 step with 1,000 / 10,000 / 100,000 live blocks in a range of
- *   N x 4 GiB / 10,000: the time per step must scale (100k <= 1.3 x 1k).
+ *   (The range holds only about 2,500 such blocks, so in steady state every
+ *   step is a failed alloc, a free and an alloc.) Frees pass the block's
+ *   handle, as the reference frees by node index. Target: <= 2.5 x the
+ *   reference's time per step. The same with free(address) is printed too.
+ * - W4: the W1 step (free by handle) with 1,000 / 10,000 / 100,000 live
+ *   blocks in a range of N x 4 GiB / 10,000: the time per step must scale
+ *   (100k <= 1.3 x 1k).
  * - W3c: 256 MiB, sizes log-uniform in [4 KiB, 4 MiB] (multiples of 4 KiB);
  *   allocate, and when a request fails evict random blocks until it fits;
  *   the figure is the mean utilisation (live bytes / range) at the first
@@ -78,10 +82,16 @@ function logUniformSizes(n: number, lo: number, hi: number, granule: number, see
   return out;
 }
 
-/** Random-eviction churn shared by W1 and W4; returns ns per step. */
-function churn(rangeSize: number, sizes: Float64Array, liveCap: number, steps: number, seed: number): number {
+/**
+ * Random-eviction churn shared by W1 and W4; returns ns per step. With
+ * `byHandle` each free passes the block's handle (RangeAllocator.lastHandle
+ * read after its alloc), as OffsetAllocator frees by node; otherwise only the
+ * address, through the allocator's address index.
+ */
+function churn(rangeSize: number, sizes: Float64Array, liveCap: number, steps: number, seed: number, byHandle: boolean): number {
   const a = new RangeAllocator([{ start: 0, size: rangeSize }]);
   const live = new Float64Array(liveCap + 1);
+  const handles = new Int32Array(liveCap + 1);
   let count = 0;
   let si = 0;
   const nsizes = sizes.length;
@@ -92,6 +102,7 @@ function churn(rangeSize: number, sizes: Float64Array, liveCap: number, steps: n
     const p = a.alloc(sizes[si]);
     si = si + 1 === nsizes ? 0 : si + 1;
     if (p < 0) break;
+    handles[count] = a.lastHandle;
     live[count++] = p;
   }
   const t0 = process.hrtime.bigint();
@@ -101,8 +112,11 @@ function churn(rangeSize: number, sizes: Float64Array, liveCap: number, steps: n
       x ^= x >>> 17;
       x ^= x << 5;
       const i = (x >>> 0) % count;
-      a.free(live[i]);
-      live[i] = live[--count];
+      if (byHandle) a.free(live[i], handles[i]);
+      else a.free(live[i]);
+      count--;
+      live[i] = live[count];
+      handles[i] = handles[count];
     }
     const size = sizes[si];
     si = si + 1 === nsizes ? 0 : si + 1;
@@ -112,10 +126,14 @@ function churn(rangeSize: number, sizes: Float64Array, liveCap: number, steps: n
       x ^= x >>> 17;
       x ^= x << 5;
       const i = (x >>> 0) % count;
-      a.free(live[i]);
-      live[i] = live[--count];
+      if (byHandle) a.free(live[i], handles[i]);
+      else a.free(live[i]);
+      count--;
+      live[i] = live[count];
+      handles[i] = handles[count];
       p = a.alloc(size);
     }
+    handles[count] = a.lastHandle;
     live[count++] = p;
   }
   const t1 = process.hrtime.bigint();
@@ -236,20 +254,31 @@ export async function runAllocatorBenches(): Promise<BenchResult[]> {
   const rounds = `medians of ${ROUNDS} interleaved rounds of ${STEPS.toLocaleString('en')} steps`;
 
   // Warm-up: let the JIT settle on the same code paths.
-  churn(256 * MiB, sizes, 10_000, 300_000, 7);
-  churn(w4Range(1_000), sizes, 1_000, 300_000, 7);
+  for (const byHandle of [true, false]) {
+    churn(256 * MiB, sizes, 10_000, 300_000, 7, byHandle);
+    churn(w4Range(1_000), sizes, 1_000, 300_000, 7, byHandle);
+  }
 
-  const [w1, w1ref] = interleaved(() => churn(256 * MiB, sizes, 10_000, STEPS, 0xdeadbeef), refChurn(256 * MiB, 10_000, 0xdeadbeef));
-  results.push(ratioResult('W1 churn 256 MiB, 64 B..1 MiB', w1, w1ref, skipped, W1_RATIO, rounds));
+  const [w1, w1ref] = interleaved(() => churn(256 * MiB, sizes, 10_000, STEPS, 0xdeadbeef, true), refChurn(256 * MiB, 10_000, 0xdeadbeef));
+  results.push(ratioResult('W1 churn 256 MiB, 64 B..1 MiB, free by handle', w1, w1ref, skipped, W1_RATIO, rounds));
+  const [w1a, w1aref] = interleaved(() => churn(256 * MiB, sizes, 10_000, STEPS, 0xdeadbeef, false), refChurn(256 * MiB, 10_000, 0xdeadbeef));
+  results.push({
+    name: 'W1 churn, free by address',
+    value: w1a,
+    unit: 'ns/step',
+    target: 'reference',
+    pass: true,
+    detail: `${versus(w1a, w1aref, skipped)}; free(address) looks the block up in the address index; ${rounds}`,
+  });
 
   const w4: number[] = [];
   const w4ref: number[] = [];
   for (const n of [1_000, 10_000, 100_000]) {
-    const [js, r] = interleaved(() => churn(w4Range(n), sizes, n, STEPS, 0xc0ffee), refChurn(w4Range(n), n, 0xc0ffee));
+    const [js, r] = interleaved(() => churn(w4Range(n), sizes, n, STEPS, 0xc0ffee, true), refChurn(w4Range(n), n, 0xc0ffee));
     w4.push(js);
     w4ref.push(r);
     results.push({
-      name: `W4 churn ${n / 1000}k live blocks`,
+      name: `W4 churn ${n / 1000}k live blocks, free by handle`,
       value: js,
       unit: 'ns/step',
       target: 'reference',

@@ -194,9 +194,16 @@ interface Counters {
   frees: number;
 }
 
-/** Runs `ops` random operations on a fresh allocator and the model; throws ModelError on any disagreement. */
-function runModel(cfg: Config, rand: Rand, ops: number, verifyEvery: number, checkEvery: number, counters: Counters): void {
+/**
+ * Runs `ops` random operations on a fresh allocator and the model; throws
+ * ModelError on any disagreement. Frees pass the block's handle half of the
+ * time; with `byHandle` they always do, and nothing looks a block up by its
+ * address (no sizeOf/ownerOf, no bad frees by address), so the allocator
+ * must never build its address index.
+ */
+function runModel(cfg: Config, rand: Rand, ops: number, verifyEvery: number, checkEvery: number, counters: Counters, byHandle = false): void {
   const a = new RangeAllocator(cfg.ranges);
+  const handles = new Map<number, number>(); // live block start -> lastHandle after its alloc
   const ranges = cfg.ranges.map((r) => ({ start: r.start, end: r.start + r.size })).sort((x, y) => x.start - y.start);
   const m = new Model(ranges);
   const lo = ranges[0].start;
@@ -298,7 +305,8 @@ function runModel(cfg: Config, rand: Rand, ops: number, verifyEvery: number, che
         if (f !== undefined) fail(`${what} returned -1 but ${f} fits`);
         counters.allocFail++;
       } else {
-        checkPlaced(a, m, ranges, what, p, s, effAlign, boundary, max, owner);
+        handles.set(p, a.lastHandle);
+        checkPlaced(a, m, ranges, what, p, s, effAlign, boundary, max, owner, byHandle);
         m.add(p, p + s, owner);
         counters.allocOk++;
       }
@@ -331,7 +339,8 @@ function runModel(cfg: Config, rand: Rand, ops: number, verifyEvery: number, che
         counters.allocFail++;
       } else {
         if (p !== at) fail(`${what} returned 0x${p.toString(16)}`);
-        checkPlaced(a, m, ranges, what, p, s, align, 0, Infinity, owner);
+        handles.set(p, a.lastHandle);
+        checkPlaced(a, m, ranges, what, p, s, align, 0, Infinity, owner, byHandle);
         m.add(p, p + s, owner);
         counters.allocOk++;
       }
@@ -341,12 +350,27 @@ function runModel(cfg: Config, rand: Rand, ops: number, verifyEvery: number, che
       const i = uniform(live);
       const p = m.starts[i];
       const expect = m.ends[i] - p;
-      const got = a.free(p);
+      const got = byHandle || (rand() & 1) === 0 ? a.free(p, handles.get(p)) : a.free(p);
       if (got !== expect) fail(`op ${op}: free(0x${p.toString(16)}) returned ${got}, block size is ${expect}`);
+      handles.delete(p);
       m.removeAt(i);
       freed.push(p);
       if (freed.length > 16) freed.shift();
       counters.frees++;
+    } else if (kind < 960 && byHandle) {
+      // ---- a live block's address with another block's handle (or a stale one) must throw EINVAL and change nothing
+      if (live < 2) continue;
+      const i = uniform(live);
+      const j = (i + 1 + uniform(live - 1)) % live;
+      const before = a.usedBytes;
+      let threw: unknown;
+      try {
+        a.free(m.starts[i], handles.get(m.starts[j]));
+      } catch (e) {
+        threw = e;
+      }
+      if (!(threw instanceof PhysmemError) || threw.code !== 'EINVAL') fail(`op ${op}: free with a wrong handle did not throw EINVAL (${String(threw)})`);
+      if (a.usedBytes !== before) fail(`op ${op}: a refused free changed the state`);
     } else if (kind < 960) {
       // ---- bad frees must throw EINVAL and change nothing
       const pick = rand() & 3;
@@ -380,6 +404,7 @@ function runModel(cfg: Config, rand: Rand, ops: number, verifyEvery: number, che
       for (let i = m.starts.length - 1; i >= 0; i--) {
         if (m.owners[i] === owner) {
           bytes += m.ends[i] - m.starts[i];
+          handles.delete(m.starts[i]);
           m.removeAt(i);
         }
       }
@@ -394,8 +419,9 @@ function runModel(cfg: Config, rand: Rand, ops: number, verifyEvery: number, che
       m.starts = [];
       m.ends = [];
       m.owners = [];
+      handles.clear();
       verifyLayout(`op ${op}: after freeAll()`);
-    } else {
+    } else if (!byHandle) {
       // ---- queries
       const addr = (rand() & 1) === 0 && live > 0 ? m.starts[uniform(live)] : randomAddress();
       const i = m.indexOf(addr);
@@ -414,9 +440,11 @@ function runModel(cfg: Config, rand: Rand, ops: number, verifyEvery: number, che
   // Free everything in random order: each range must be one free block again.
   while (m.starts.length > 0) {
     const i = uniform(m.starts.length);
-    a.free(m.starts[i]);
+    if (byHandle) a.free(m.starts[i], handles.get(m.starts[i]));
+    else a.free(m.starts[i]);
     m.removeAt(i);
   }
+  if (byHandle && (a as unknown as { st: { hashOn: boolean } }).st.hashOn) fail('freeing by handle built the address index');
   verifyLayout('after freeing everything');
   const w = a.walk();
   if (w.length !== ranges.length || w.some((b, k) => !b.free || b.address !== ranges[k].start || b.size !== ranges[k].end - ranges[k].start)) {
@@ -436,6 +464,7 @@ function checkPlaced(
   boundary: number,
   max: number,
   owner: number,
+  byHandle: boolean,
 ): void {
   const hexp = `0x${p.toString(16)}`;
   if (!Number.isInteger(p) || p < 0) fail(`${what} returned ${p}`);
@@ -446,6 +475,7 @@ function checkPlaced(
     fail(`${what} returned ${hexp}, crossing a multiple of ${boundary}`);
   }
   if (p + s - 1 > max) fail(`${what} returned ${hexp}, ending above maxAddress`);
+  if (byHandle) return; // sizeOf and ownerOf would build the address index; walk() checks sizes and owners
   if (a.sizeOf(p) !== s) fail(`${what}: sizeOf(${hexp}) = ${a.sizeOf(p)}, expected ${s}`);
   if (a.ownerOf(p) !== owner) fail(`${what}: ownerOf(${hexp}) = ${a.ownerOf(p)}, expected ${owner}`);
 }
@@ -481,6 +511,17 @@ describe('RangeAllocator against a reference model', () => {
     );
     expect(counters.ops).toBeGreaterThan(10_000);
   }, 60_000);
+
+  it('agrees when every free passes the handle, and then never builds the address index', () => {
+    const counters: Counters = { ops: 0, allocOk: 0, allocFail: 0, frees: 0 };
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 0x7fffffff }), fc.nat({ max: CONFIGS.length - 1 }), (seed, c) => {
+        runModel(CONFIGS[c], xorshift32(seed), 5_000, 16, 500, counters, true);
+      }),
+      { numRuns: 30 },
+    );
+    expect(counters.frees).toBeGreaterThan(20_000);
+  }, 120_000);
 
   it('runs each configuration at least once', () => {
     for (const cfg of CONFIGS) {

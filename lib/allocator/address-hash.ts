@@ -2,6 +2,8 @@
  * The address hash of a {@link AllocatorState}: open addressing with linear
  * probing, backward-shift deletion and load <= 1/2, from each live block's
  * start address to its node, for `free(address)`, `sizeOf` and `ownerOf`.
+ * Built lazily ({@link ensureHash}): callers that free by handle, as Pool
+ * can, never pay for it.
  *
  * Entries are int32 pairs: the node, and the home slot of its address. The
  * key itself is read from the node only to confirm a match, so deletion
@@ -12,10 +14,35 @@
  * @module
  */
 import { INV_TWO32 } from './size-class.js';
-import { type AllocatorState, NF } from './state.js';
+import { type AllocatorState, I_META, I_PNEXT, NF, NI } from './state.js';
 
 /** Slots of a fresh table. */
 export const INITIAL_HASH = 256;
+
+/** Forget the table (until {@link ensureHash}); the hot paths stop maintaining it. */
+export function dropHash(st: AllocatorState): void {
+  st.hashOn = false;
+  st.HT = new Int32Array(0);
+  st.htMask = 0;
+  st.htShift = 0;
+  st.htCount = 0;
+}
+
+/** Build the table from every live block if it is not built: call before any lookup. */
+export function ensureHash(st: AllocatorState): void {
+  if (st.hashOn) return;
+  let cap = INITIAL_HASH;
+  while (cap < 2 * st.counts[1] + 2) cap *= 2;
+  hashInit(st, cap);
+  st.hashOn = true;
+  const I = st.I;
+  for (let r = 0; r < st.nRanges; r++) {
+    const tail = st.rTail[r];
+    for (let n = I[st.rHead[r] * NI + I_PNEXT]; n !== tail; n = I[n * NI + I_PNEXT]) {
+      if (I[n * NI + I_META] >= 0) hashInsert(st, n, st.F[n * NF]);
+    }
+  }
+}
 
 /** A fresh empty table of `cap` slots (a power of two). */
 export function hashInit(st: AllocatorState, cap: number): void {
@@ -56,13 +83,12 @@ export function hashInsert(st: AllocatorState, n: number, a: number): void {
   if (++st.htCount > m >>> 1) hashGrow(st);
 }
 
-/** Remove key a, which must be present. */
-export function hashDelete(st: AllocatorState, a: number): void {
+/** Remove node n, whose block starts at a (present). */
+export function hashDelete(st: AllocatorState, n: number, a: number): void {
   const HT = st.HT;
-  const F = st.F;
   const m = st.htMask;
   let i = hashOf(st, a);
-  while (F[HT[2 * i] * NF] !== a) i = (i + 1) & m;
+  while (HT[2 * i] !== n) i = (i + 1) & m;
   shiftBack(st, i);
 }
 

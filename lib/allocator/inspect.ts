@@ -119,7 +119,7 @@ export function check(st: AllocatorState): void {
         prevFree = true;
       } else if (meta >= 0) {
         if (a % GRANULE !== 0 || size % GRANULE !== 0) throw corrupt(`live block ${hex(a)} (size ${size}) is not 8-byte granular`);
-        if (hashGet(st, a) !== n) throw corrupt(`live block ${hex(a)} is missing from the address hash`);
+        if (st.hashOn && hashGet(st, a) !== n) throw corrupt(`live block ${hex(a)} is missing from the address hash`);
         liveNodes++;
         usedBytes += size;
         prevFree = false;
@@ -134,16 +134,18 @@ export function check(st: AllocatorState): void {
   }
   if (liveNodes !== st.counts[1]) throw corrupt(`live block counter says ${st.counts[1]}, ${liveNodes} blocks are live`);
   if (usedBytes !== st.counts[0]) throw corrupt(`used bytes counter says ${st.counts[0]}, live blocks hold ${usedBytes}`);
-  let hashed = 0;
-  for (let i = 0; i <= st.htMask; i++) {
-    const v = st.HT[2 * i];
-    if (v < 0) continue;
-    hashed++;
-    // The stored home slot must be the key's, or deletion would misplace entries.
-    if (st.HT[2 * i + 1] !== hashOf(st, F[v * NF])) throw corrupt(`address hash entry of ${hex(F[v * NF])} has the wrong home slot`);
-  }
-  if (hashed !== liveNodes || st.htCount !== liveNodes) {
-    throw corrupt(`address hash has ${hashed} entries (counter ${st.htCount}) for ${liveNodes} live blocks`);
+  if (st.hashOn) {
+    let hashed = 0;
+    for (let i = 0; i <= st.htMask; i++) {
+      const v = st.HT[2 * i];
+      if (v < 0) continue;
+      hashed++;
+      // The stored home slot must be the key's, or deletion would misplace entries.
+      if (st.HT[2 * i + 1] !== hashOf(st, F[v * NF])) throw corrupt(`address hash entry of ${hex(F[v * NF])} has the wrong home slot`);
+    }
+    if (hashed !== liveNodes || st.htCount !== liveNodes) {
+      throw corrupt(`address hash has ${hashed} entries (counter ${st.htCount}) for ${liveNodes} live blocks`);
+    }
   }
   let unused = 0;
   for (let u = st.nodeFree; u >= 0; u = I[u * NI + I_FNEXT]) {

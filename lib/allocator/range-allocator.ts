@@ -20,7 +20,7 @@
  */
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { describeValue, hex, isPowerOfTwo, optionsChecker } from '../internal/validate.js';
-import { hashGet, hashDelete, hashGrow, hashInit, hashInsert, INITIAL_HASH } from './address-hash.js';
+import { dropHash, ensureHash, hashDelete, hashGet, hashGrow, hashInsert } from './address-hash.js';
 import { clearBit, fileClass, insertFree, removeFree, setBit, findClass } from './free-lists.js';
 import { check, stats, walk } from './inspect.js';
 import { INV_POW2, INV_TWO32, NCLASS, TWO53, classOf, modPow2, padTo, searchClassOf } from './size-class.js';
@@ -231,18 +231,41 @@ export class RangeAllocator {
   }
 
   /**
+   * The handle of the block the last successful `alloc` returned: a small
+   * integer to pass back to {@link RangeAllocator.free} with the address,
+   * which then skips the address lookup (the allocator's index of blocks by
+   * address is then never built, as with OffsetAllocator's free by node).
+   * Valid until that block is freed. -1 before any allocation.
+   */
+  get lastHandle(): number {
+    return this.st.last;
+  }
+
+  /**
    * Free the live block starting at `address`. Its space merges at once with
    * free neighbours, so after freeing everything each range is one free
    * block again.
    * @param address - the start address that `alloc` returned.
+   * @param handle - optional: {@link RangeAllocator.lastHandle} as read right
+   *   after that `alloc`. Faster (no lookup by address); checked against
+   *   `address`, so a stale or wrong handle is refused, never misused.
    * @returns the number of bytes freed: the block's size (rounded up to 8).
    * @throws PhysmemError `EINVAL` if `address` is not the start of a live
    *   block: never allocated, already freed (double free), inside a block,
-   *   or not a number.
+   *   or not a number; or `handle` is not that block's handle.
    */
-  free(address: number): number {
-    if (typeof address !== 'number') throw this.badFree(address);
+  free(address: number, handle?: number): number {
     const st = this.st;
+    if (handle !== undefined) {
+      // The handle is the block's node: accept it only if that node is live and starts at `address`.
+      if (!(handle >= 0 && handle < st.nodeCap && (handle | 0) === handle) || st.F[handle * NF] !== address || st.I[handle * NI + I_META] < 0) {
+        throw this.badHandle(address, handle);
+      }
+      if (st.hashOn) hashDelete(st, handle, address);
+      return this.release(handle);
+    }
+    if (typeof address !== 'number') throw this.badFree(address);
+    if (!st.hashOn) ensureHash(st);
     const HT = st.HT;
     const F = st.F;
     const m = st.htMask;
@@ -294,7 +317,7 @@ export class RangeAllocator {
       let cur = st.I[st.rHead[r] * NI + I_PNEXT];
       while (cur !== tail) {
         if (st.I[cur * NI + I_META] === owner) {
-          hashDelete(st, st.F[cur * NF]);
+          if (st.hashOn) hashDelete(st, cur, st.F[cur * NF]);
           bytes += this.release(cur);
           cur = st.merged;
         }
@@ -309,6 +332,7 @@ export class RangeAllocator {
    * or -1 if no live block starts there. O(1).
    */
   sizeOf(address: number): number {
+    ensureHash(this.st);
     const n = hashGet(this.st, address);
     return n < 0 ? -1 : this.st.F[n * NF + 1];
   }
@@ -318,6 +342,7 @@ export class RangeAllocator {
    * block starts there. O(1).
    */
   ownerOf(address: number): number {
+    ensureHash(this.st);
     const n = hashGet(this.st, address);
     return n < 0 ? -1 : this.st.I[n * NI + I_META];
   }
@@ -331,6 +356,7 @@ export class RangeAllocator {
    */
   setOwner(address: number, owner: number): void {
     checkOwner(owner);
+    ensureHash(this.st);
     const n = hashGet(this.st, address);
     if (n < 0) throw invalidArgument(`no live block starts at ${shown(address)}`);
     this.st.I[n * NI + I_META] = owner;
@@ -711,15 +737,18 @@ export class RangeAllocator {
         heads[ng] = n;
       }
     }
-    // Inlined hashOf and hashInsert (address-hash.ts).
-    const HT = st.HT;
-    const m = st.htMask;
-    const home = (Math.imul((a >>> 0) ^ Math.imul((a * INV_TWO32) | 0, 0x2545f491), 0x9e3779b1) >>> st.htShift) & m;
-    let i = home;
-    while (HT[2 * i] >= 0) i = (i + 1) & m;
-    HT[2 * i] = u;
-    HT[2 * i + 1] = home;
-    if (++st.htCount > m >>> 1) hashGrow(st);
+    if (st.hashOn) {
+      // Inlined hashOf and hashInsert (address-hash.ts).
+      const HT = st.HT;
+      const m = st.htMask;
+      const home = (Math.imul((a >>> 0) ^ Math.imul((a * INV_TWO32) | 0, 0x2545f491), 0x9e3779b1) >>> st.htShift) & m;
+      let i = home;
+      while (HT[2 * i] >= 0) i = (i + 1) & m;
+      HT[2 * i] = u;
+      HT[2 * i + 1] = home;
+      if (++st.htCount > m >>> 1) hashGrow(st);
+    }
+    st.last = u;
     st.counts[0] += s;
     st.counts[1]++;
   }
@@ -747,7 +776,8 @@ export class RangeAllocator {
       this.linkAfter(u, t);
       insertFree(st, t, base + fileClass(end - at - s));
     }
-    hashInsert(st, u, at);
+    if (st.hashOn) hashInsert(st, u, at);
+    st.last = u;
     st.counts[0] += s;
     st.counts[1]++;
   }
@@ -873,7 +903,8 @@ export class RangeAllocator {
     st.slBits.fill(0);
     st.flLo.fill(0);
     st.flHi.fill(0);
-    hashInit(st, INITIAL_HASH);
+    dropHash(st);
+    st.last = -1;
     st.counts[0] = 0;
     st.counts[1] = 0;
     while (st.nodeAvail < 3 * st.nRanges + 2) st.growNodes();
@@ -903,6 +934,15 @@ export class RangeAllocator {
   }
 
   // ------------------------------------------------------------- diagnostics
+
+  private badHandle(address: unknown, handle: unknown): PhysmemError {
+    // Whether a live block starts at `address`, without building the address index.
+    const live = typeof address === 'number' && address >= 0 && this.blockContaining(address) === address;
+    if (live) {
+      return invalidArgument(`free(${hex(address)}, ${shown(handle)}): that is not the handle of the block at ${hex(address)}`, 'Pass lastHandle as read right after the alloc that returned this address, or no handle');
+    }
+    return this.badFree(address);
+  }
 
   private badFree(address: unknown): PhysmemError {
     if (typeof address !== 'number' || !Number.isInteger(address) || address < 0) {

@@ -74,7 +74,10 @@ export class AllocatorState {
 
   // Hash of live blocks (address-hash.ts): pairs HT[2i] = node (-1: empty),
   // HT[2i + 1] = the home slot of that node's address, so deletion moves
-  // entries without reading other nodes.
+  // entries without reading other nodes. Built on the first call that looks
+  // a block up by its address (free without a handle, sizeOf, ...), kept
+  // until freeAll().
+  hashOn = false;
   HT: Int32Array = new Int32Array(0);
   htMask = 0;
   htShift = 0;
@@ -106,6 +109,8 @@ export class AllocatorState {
   readonly rng: Int32Array = new Int32Array([0x9e3779b9 | 0]);
   /** The free node that absorbed the block in the last `release`. */
   merged = -1;
+  /** Node of the block the last successful alloc returned (its handle). */
+  last = -1;
 
   /** @param ranges - disjoint, sorted by start, already validated. */
   constructor(ranges: readonly { start: number; end: number }[]) {
