@@ -75,8 +75,9 @@ function toAddress(x: unknown): number {
  * apertures, offsets into a mapping): all bookkeeping lives in JS typed
  * arrays, nothing is written into the managed memory.
  *
- * Cost: `alloc` and `free` are O(1) (TLSF segregated fit with bitmaps, and a
- * hash for `free`); `alloc` with `at` is O(log n) expected (skip list). Two
+ * Cost: `alloc` and `free` are O(1) (TLSF segregated fit with bitmaps; a
+ * hash for `free` without a handle, built on first use); `alloc` with `at`
+ * is O(log n) expected (skip list, built on first use). Two
  * cases scan: a plain `alloc` whose size has no larger free class left
  * looks through the free blocks of its own one or two size classes before
  * returning -1, and constrained requests examine at most
@@ -94,10 +95,11 @@ function toAddress(x: unknown): number {
  * low memory for 32-bit devices); requests with `maxAddress` try the lowest
  * range first.
  *
- * Memory: 32 bytes per block (free or live) plus about 16 bytes per live
- * block of hash table and 30 bytes per block of skip-list towers on
- * average; the tables grow by doubling (the only allocations on the hot
- * paths, amortised) and shrink back on `freeAll()`.
+ * Memory: 40 bytes per block (free or live); once built, about 16 to 32
+ * bytes per live block of hash table, and while lookups inside blocks go
+ * on, 30 bytes per block of skip-list towers on average. The tables grow by
+ * doubling (the only allocations on the hot paths, amortised) and shrink
+ * back on `freeAll()`.
  *
  * Not reentrant from a `walk` callback.
  *
