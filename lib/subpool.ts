@@ -22,6 +22,8 @@ import { isPowerOfTwo, optionsChecker } from './internal/validate.js';
 export interface SubPoolMemory {
   /** The whole memory, as bytes. Zero-length once freed. */
   readonly bytes: Uint8Array;
+  /** Its size in bytes, as allocated. */
+  readonly size: number;
   /** Physical address of byte 0. */
   readonly phys: bigint;
   /** Bus (device) address of byte 0. */

@@ -498,7 +498,7 @@ describe('alloc options are checked by name', () => {
   it('refuses an unknown option with EINVAL and suggests the closest name', () => {
     const a = new RangeAllocator([{ start: 0, size: MiB }]);
     const err = throwsWith(() => a.alloc(64, { alignment: 1 << 16 } as never), 'EINVAL', /unknown option 'alignment'.*did you mean 'align'/);
-    expect(err.message + ' ' + String((err as { hint?: string }).hint ?? '')).toMatch(/align, boundary, maxAddress, at, owner/);
+    expect(err.message).toMatch(/align, boundary, maxAddress, at, owner/);
     throwsWith(() => a.alloc(64, { maxAdress: 0xffff } as never), 'EINVAL', /did you mean 'maxAddress'/);
     // Nothing was allocated by the refused calls.
     expect(a.liveBlocks).toBe(0);

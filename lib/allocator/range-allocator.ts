@@ -24,7 +24,7 @@ import { dropHash, ensureHash, hashDelete, hashGet, hashGrow, hashInsert } from 
 import { clearBit, fileClass, insertFree, removeFree, setBit, findClass } from './free-lists.js';
 import { check, stats, walk } from './inspect.js';
 import { INV_POW2, INV_TWO32, NCLASS, TWO53, classOf, modPow2, padTo, searchClassOf } from './size-class.js';
-import { containing, dropAllTowers, dropTower, ensureTowers, towerFor } from './skip-list.js';
+import { containing, dropAllTowers, dropTower, towerFor } from './skip-list.js';
 import {
   AllocatorState,
   FL_STRIDE,
