@@ -36,7 +36,7 @@ export interface SubPoolMemory {
   [Symbol.dispose](): void;
 }
 
-/** What {@link createSubPool} needs of a pool: one allocation with constraints (a {@link Pool}). */
+/** What `pool.createSubPool()` needs of a pool: one allocation with constraints (a {@link Pool}). */
 export interface SubPoolSource<B extends SubPoolMemory> {
   /** Allocate `size` bytes aligned to `align`, crossing no `boundary`, ending at or below `maxAddress`. */
   alloc(size: number, options: { align: number; boundary?: number; maxAddress?: bigint | number }): B;
