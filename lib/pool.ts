@@ -14,6 +14,7 @@ import { addressAt } from './address.js';
 import { WaitQueue, type WaitNode } from './wait-queue.js';
 import { LeakWatch } from './leak-check.js';
 import { AddressMap } from './internal/address-map.js';
+export type { SyncDirection } from './dma-types.js';
 
 /** Options of {@link Pool.alloc}. Addresses accept bigints or numbers. */
 export interface AllocOptions {
@@ -110,8 +111,6 @@ export const kDeviceAccess: unique symbol = Symbol('physmem.deviceAccess');
 
 /** @internal Key of the cache-maintenance hook DmaBuffer calls. */
 const kSync: unique symbol = Symbol('physmem.sync');
-
-export type { SyncDirection } from './dma-types.js';
 
 function closedError(what: string): PhysmemError {
   return new PhysmemError('EBADF', `${what} on a closed pool`, { hint: 'open a new pool with openPoolSync()/openPool()' });
