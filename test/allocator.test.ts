@@ -587,3 +587,46 @@ describe('skip-list towers are built lazily', () => {
   });
 });
 
+
+describe('free by handle', () => {
+  const hashOn = (a: RangeAllocator): boolean => (a as unknown as { st: { hashOn: boolean } }).st.hashOn;
+
+  it('frees the block lastHandle names, without building the address index', () => {
+    const a = new RangeAllocator([{ start: 0x1000, size: MiB }]);
+    expect(a.lastHandle).toBe(-1);
+    const p = a.alloc(100);
+    const h = a.lastHandle;
+    const q = a.alloc(200, { owner: 2 });
+    const hq = a.lastHandle;
+    expect(h).toBeGreaterThanOrEqual(0);
+    expect(hq).not.toBe(h);
+    expect(a.free(p, h)).toBe(104);
+    expect(hashOn(a)).toBe(false);
+    a.check();
+    // The index appears on the first lookup by address, and then agrees.
+    expect(a.sizeOf(q)).toBe(200);
+    expect(hashOn(a)).toBe(true);
+    expect(a.free(q, hq)).toBe(200);
+    expect(a.sizeOf(q)).toBe(-1);
+    a.check();
+    expect(a.stats().freeBlocks).toBe(1);
+  });
+
+  it('refuses a handle that is not the block\'s (another block, stale, not an integer) and changes nothing', () => {
+    const a = new RangeAllocator([{ start: 0, size: MiB }]);
+    const p = a.alloc(64);
+    const hp = a.lastHandle;
+    const q = a.alloc(64);
+    const hq = a.lastHandle;
+    for (const bad of [hq, -1, 1.5, 2 ** 40, NaN]) {
+      throwsWith(() => a.free(p, bad), 'EINVAL', /not the handle of the block at 0x0/);
+    }
+    expect(a.liveBlocks).toBe(2);
+    a.free(q, hq);
+    // A stale handle (its block freed) with that block's address: a double free.
+    throwsWith(() => a.free(q, hq), 'EINVAL', /no live block there/);
+    expect(a.free(p, hp)).toBe(64);
+    expect(a.liveBlocks).toBe(0);
+    a.check();
+  });
+});
