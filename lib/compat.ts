@@ -19,6 +19,7 @@
 import { PhysmemError } from './errors.js';
 import { openPoolSync, type OpenPoolOptions } from './open.js';
 import type { DmaBuffer, Pool } from './pool.js';
+import { ServicePool, type ServiceBuffer } from './service/client.js';
 
 /** May wait for memory (Linux's value, 0xcc0). In linked mode it fails at once like GFP_ATOMIC. */
 export const GFP_KERNEL = 0xcc0;
@@ -86,6 +87,8 @@ export function freeDma(address: bigint | number): 0 | -22 {
   const buf = buffers.get(key);
   if (buf === undefined) return -EINVAL as -22;
   buffers.delete(key);
+  // Freed already through dmaBuffer(address).free() (or pool.free): the original said -EINVAL too.
+  if (buf.freed) return -EINVAL as -22;
   buf.free();
   return 0;
 }
@@ -95,11 +98,16 @@ export function freeDma(address: bigint | number): 0 | -22 {
  * bytes from JS (what ioremap gave the original's callers); undefined if none.
  */
 export function dmaBuffer(address: bigint | number): DmaBuffer | undefined {
+  let key: bigint;
   try {
-    return buffers.get(BigInt(address));
+    key = BigInt(address);
   } catch {
     return undefined;
   }
+  const buf = buffers.get(key);
+  if (buf === undefined || !buf.freed) return buf;
+  buffers.delete(key); // freed behind compat's back: forget it
+  return undefined;
 }
 
 /** The pool behind the compat API, or undefined before allocatorInit. */
@@ -108,8 +116,6 @@ export function compatPool(): Pool | undefined {
 }
 
 // ---- standalone mode: a daemon shared by several programs -----------------
-
-import { ServicePool, type ServiceBuffer } from './service/client.js';
 
 /** Socket used by the standalone calls when {@link connectService} was not called: `$PHYSMEM_SOCKET`, else this. */
 export const DEFAULT_SERVICE_SOCKET = '/run/physmem/physmem.sock';

@@ -19,6 +19,8 @@
  * the same memory.
  * @module
  */
+import type { PoolAllocOptions, PoolRangeStats } from './pool.js';
+
 export { openPool, openPoolSync, probeRealBackends } from './open.js';
 export type { OpenPoolOptions, FakePoolOptions, DevmemPoolOptions, AutoPoolOptions, BackendProbe } from './open.js';
 export type { UdmabufPoolOptions } from './open.js';
@@ -30,7 +32,15 @@ export { discoverRegions, readMemoryMaps, checkExplicitRange, findReservedRegion
 export type { MemoryRegion, DiscoveryResult, DiscoverOptions, FindReservedRegionsInput, MemoryMaps, ReadOptions } from './discovery/index.js';
 export type { ParsedCmdline, ParsedIomem, FirmwareRange, FirmwareInput, ExplicitRangeCheck, CheckExplicitRangeOptions, MemOption, MemOptionKind, IomemEntry, RawFirmwareEntry } from './discovery/index.js';
 export { Pool, DmaBuffer } from './pool.js';
-export type { AllocOptions, AsyncAllocOptions, PoolStats, RangeStats, PoolBlock, PoolCommonOptions, LeakCheck } from './pool.js';
+export type { PoolAllocOptions, AsyncAllocOptions, PoolStats, PoolRangeStats, PoolBlock, PoolCommonOptions, LeakCheck } from './pool.js';
+/**
+ * @deprecated Renamed {@link PoolAllocOptions} (physmem/allocator has a different `AllocOptions`); this alias goes in the next release.
+ */
+export type AllocOptions = PoolAllocOptions;
+/**
+ * @deprecated Renamed {@link PoolRangeStats} (physmem/allocator has a different `RangeStats`); this alias goes in the next release.
+ */
+export type RangeStats = PoolRangeStats;
 export type { SyncDirection } from './pool.js';
 export { SubPool, SubPoolBlock, subPoolLayout } from './subpool.js';
 export type { SubPoolOptions, SubPoolLayout, SubPoolMemory, SubPoolSource } from './subpool.js';
@@ -46,7 +56,7 @@ export type { VfioPoolTarget } from './backends/vfio.js';
 export { lockRegion, listRegionLocks, prepareLockDir, resolveLockDir, RegionLock, DEFAULT_LOCK_DIR, LOCK_DIR_ENV, DEVMEM_LOCK_KIND, fakeLockKind, udmabufLockKind } from './locks.js';
 export type { LockRangeInput, LockedRange, LockRegionOptions, RegionHolder, RegionLockList, ListRegionLocksOptions } from './locks.js';
 export { ServicePool, ServiceBuffer } from './service/client.js';
-export type { ServicePoolOptions, ServiceAllocOptions, ServiceStats } from './service/client.js';
+export type { ServicePoolOptions, ServiceAllocOptions, ServiceConnectOptions, ServiceStats } from './service/client.js';
 export { startServer, ServiceServer, DEFAULT_MAX_WAITS, DEFAULT_QUARANTINE_MS, DEFAULT_GRACE_MS } from './service/server.js';
 export type { ServeOptions, ServiceBlock } from './service/server.js';
 export type { WireStats } from './service/protocol.js';

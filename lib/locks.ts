@@ -29,6 +29,7 @@ import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSyn
 import { join, resolve } from 'node:path';
 import { PhysmemError, invalidArgument } from './errors.js';
 import { native, toPhysmemError } from './native.js';
+import { optionNames, optionsChecker } from './internal/validate.js';
 
 /** The lock directory when neither the option nor `$PHYSMEM_LOCK_DIR` says otherwise. */
 export const DEFAULT_LOCK_DIR = '/run/physmem';
@@ -171,6 +172,8 @@ export interface LockRegionOptions {
   dir?: string;
 }
 
+const checkLockRegionOptions = optionsChecker('lockRegion()', optionNames<LockRegionOptions>({ dir: true }));
+
 /**
  * Exclusive locks on ranges of one kind of memory, held by this process until
  * {@link RegionLock.release} or exit. Made by {@link lockRegion}.
@@ -306,6 +309,7 @@ function lockFileHint(code: string): string | undefined {
  * try { ... } finally { lock.release(); }
  */
 export function lockRegion(kind: string, ranges: readonly LockRangeInput[], options: LockRegionOptions = {}): RegionLock {
+  checkLockRegionOptions(options);
   checkKind(kind);
   if (!Array.isArray(ranges) || ranges.length === 0) throw invalidArgument('ranges must be a non-empty array of { start, size }');
   const want: LockedRange[] = ranges.map((r, i) => {
@@ -421,6 +425,8 @@ export interface ListRegionLocksOptions {
   procLocks?: string;
 }
 
+const checkListOptions = optionsChecker('listRegionLocks()', optionNames<ListRegionLocksOptions>({ dir: true, procLocks: true }));
+
 /**
  * Which ranges are locked in the lock directory, and by whom (pid, command
  * line). Reads only the directory and /proc/locks: opens no lock file (which
@@ -429,6 +435,7 @@ export interface ListRegionLocksOptions {
  * @throws {PhysmemError} EINVAL for a bad `dir`; problems reading are reported in `problems`.
  */
 export function listRegionLocks(options: ListRegionLocksOptions = {}): RegionLockList {
+  checkListOptions(options);
   const dir = resolveLockDir(options.dir);
   const out: RegionLockList = { dir, holders: [], problems: [] };
   let st: Stats;

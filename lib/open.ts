@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { invalidArgument } from './errors.js';
 import { openFakeBackend, type FakeBackendOptions } from './backends/fake.js';
-import { openDevmemBackend, type DevmemBackendOptions } from './backends/devmem.js';
+import { DEVMEM_OPTION_NAMES, openDevmemBackend, type DevmemBackendOptions } from './backends/devmem.js';
 import { openHugepageBackend, defaultHugePageSize, hugePageSizes, hugepageCounts, type HugepageBackendOptions } from './backends/hugepage.js';
 import { openUdmabufBackend, listUdmabufDevices, type UdmabufBackendOptions } from './backends/udmabuf.js';
 import { openVfioBackend, type VfioBackendOptions } from './backends/vfio.js';
@@ -13,6 +13,7 @@ import { PhysmemError } from './errors.js';
 import type { Backend } from './backends/types.js';
 import { Pool, type PoolCommonOptions } from './pool.js';
 import { openServicePool, type ServicePool, type ServicePoolOptions } from './service/client.js';
+import { closestName, describeValue, optionNames, optionsChecker } from './internal/validate.js';
 
 /** Options of a pool on the fake backend (memfd memory, synthetic physical addresses). */
 export interface FakePoolOptions extends FakeBackendOptions, PoolCommonOptions {
@@ -144,8 +145,26 @@ export function probeRealBackends(): BackendProbe[] {
   return probes;
 }
 
+// One checker per backend, built once: each accepts that backend's options plus the common ones.
+const common = { backend: true, leakCheck: true } as const;
+const fakeNames = { size: true, physBase: true, busOffset: true, lockKey: true, lockDir: true } as const;
+const checkers = {
+  fake: optionsChecker("openPool({ backend: 'fake' })", optionNames<FakePoolOptions>({ ...common, ...fakeNames })),
+  auto: optionsChecker("openPool({ backend: 'auto' })", optionNames<AutoPoolOptions>({ ...common, ...fakeNames, quiet: true })),
+  devmem: optionsChecker("openPool({ backend: 'devmem' })", [...Object.keys(common), ...DEVMEM_OPTION_NAMES]),
+  udmabuf: optionsChecker("openPool({ backend: 'udmabuf' })", optionNames<UdmabufPoolOptions>({ ...common, devices: true, cache: true, sysfsRoot: true, devRoot: true, lockDir: true })),
+  hugepage: optionsChecker(
+    "openPool({ backend: 'hugepage' })",
+    optionNames<HugepagePoolOptions>({ ...common, pages: true, pageSize: true, busOffset: true, quiesceOrphans: true, sysfsRoot: true, lockDir: true }),
+  ),
+  vfio: optionsChecker("openPool({ backend: 'vfio' })", optionNames<VfioPoolOptions>({ ...common, device: true, size: true, pageSize: true, iova: true })),
+};
+
+const BACKENDS = ['auto', 'devmem', 'udmabuf', 'hugepage', 'vfio', 'fake'];
+
 function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReason?: string } {
   const kind = options.backend ?? 'auto';
+  if (typeof kind === 'string' && Object.prototype.hasOwnProperty.call(checkers, kind)) checkers[kind as keyof typeof checkers](options);
   switch (kind) {
     case 'fake':
       return { backend: openFakeBackend(options) };
@@ -172,7 +191,10 @@ function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReas
       return { backend, fallbackReason: reason };
     }
     default:
-      throw invalidArgument(`unknown backend '${String(kind)}'`, "use 'auto', 'devmem', 'udmabuf', 'hugepage', 'vfio' or 'fake'");
+      throw invalidArgument(
+        `unknown backend ${describeValue(kind)}${typeof kind === 'string' && closestName(kind, BACKENDS) !== undefined ? `; did you mean '${closestName(kind, BACKENDS)}'?` : ''}`,
+        "use 'auto', 'devmem', 'udmabuf', 'hugepage', 'vfio' or 'fake'",
+      );
   }
 }
 
@@ -211,7 +233,9 @@ function checkExternalArrayBuffers(backend: Backend): void {
  * const buf = pool.alloc(4096, { align: 4096 });
  */
 export function openPoolSync(options: OpenPoolOptions = {}): Pool {
-  if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw invalidArgument(`openPoolSync() options must be an object, got ${describeValue(options)}`, "pass e.g. { backend: 'fake', size: 1 << 20 } or leave it out");
+  }
   const { backend, fallbackReason } = openBackend(options);
   let pool: Pool;
   try {

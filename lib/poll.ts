@@ -4,12 +4,14 @@
  * @module
  */
 import { PhysmemError, invalidArgument } from './errors.js';
+import { checkSignal, checkTimeoutMs, describeValue, optionNames, optionsChecker } from './internal/validate.js';
 
-/** Options of {@link pollUntil} and {@link pollUntilAsync}. */
+/** Options of {@link pollUntil} and {@link pollUntilAsync}; unknown names are refused with EINVAL. */
 export interface PollOptions {
   /**
-   * Give up after this many milliseconds with `ETIMEDOUT`. Default 1000.
-   * `Infinity` waits forever (then only `signal` ends the wait).
+   * Give up after this many milliseconds with `ETIMEDOUT`: an integer from 0
+   * to 2^31 - 1, or `Infinity` to wait forever (then only `signal` ends the
+   * wait); anything else is EINVAL. Default 1000.
    */
   timeoutMs?: number;
   /**
@@ -102,16 +104,18 @@ function pause(intervalMs: number, leftMs: number, signal: AbortSignal | undefin
   });
 }
 
+const checkPollOptions = optionsChecker('pollUntil()', optionNames<PollOptions>({ timeoutMs: true, intervalUs: true, signal: true, what: true }));
+
 function checkOptions(predicate: unknown, options: PollOptions): { timeoutMs: number; intervalMs: number; signal: AbortSignal | undefined } {
-  if (typeof predicate !== 'function') throw invalidArgument('pollUntil: predicate must be a function');
-  if (typeof options !== 'object' || options === null) throw invalidArgument('pollUntil: options must be an object');
+  if (typeof predicate !== 'function') throw invalidArgument(`pollUntil(): predicate must be a function, got ${describeValue(predicate)}`);
+  checkPollOptions(options);
   const { timeoutMs = 1000, intervalUs = 100, signal, what } = options;
-  if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) throw invalidArgument(`pollUntil: timeoutMs must be a non-negative number or Infinity, got ${String(timeoutMs)}`);
+  checkTimeoutMs(timeoutMs, 'pollUntil()', true);
   if (typeof intervalUs !== 'number' || !(intervalUs >= 0) || !Number.isFinite(intervalUs)) {
-    throw invalidArgument(`pollUntil: intervalUs must be a non-negative finite number, got ${String(intervalUs)}`);
+    throw invalidArgument(`pollUntil() intervalUs must be a non-negative finite number, got ${describeValue(intervalUs)}`);
   }
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('pollUntil: signal must be an AbortSignal');
-  if (what !== undefined && typeof what !== 'string') throw invalidArgument('pollUntil: what must be a string');
+  checkSignal(signal, 'pollUntil()');
+  if (what !== undefined && typeof what !== 'string') throw invalidArgument(`pollUntil() what must be a string, got ${describeValue(what)}`);
   if (signal?.aborted) throw cancelled(options, signal);
   return { timeoutMs, intervalMs: intervalUs / 1000, signal };
 }

@@ -7,7 +7,7 @@
 import { PhysmemError, invalidArgument } from './errors.js';
 import { RangeAllocator } from './allocator/index.js';
 import type { Backend, BackendName, SyncDirectionCode } from './backends/types.js';
-import { toAddressNumber } from './internal/validate.js';
+import { checkBoolean, checkSignal, checkTimeoutMs, hex, optionNames, optionsChecker, toAddressNumber } from './internal/validate.js';
 import { createSubPool, type SubPool, type SubPoolOptions } from './subpool.js';
 import type { SyncDirection } from './dma-types.js';
 import { addressAt } from './address.js';
@@ -16,8 +16,12 @@ import { LeakWatch } from './leak-check.js';
 import { AddressMap } from './internal/address-map.js';
 export type { SyncDirection } from './dma-types.js';
 
-/** Options of {@link Pool.alloc}. Addresses accept bigints or numbers. */
-export interface AllocOptions {
+/**
+ * Options of {@link Pool.alloc}. Addresses accept bigints or numbers. Any
+ * other property name is refused with EINVAL (a misspelt option is never
+ * silently ignored). Not the same as the `AllocOptions` of physmem/allocator.
+ */
+export interface PoolAllocOptions {
   /** Alignment of the physical address in bytes, a power of two. Default 64. */
   align?: number;
   /** The block must not cross a multiple of this (power of two, >= size), as Linux's dma_pool. Default: none. */
@@ -30,18 +34,22 @@ export interface AllocOptions {
   zero?: boolean;
 }
 
-/** Options of {@link Pool.allocAsync}. */
-export interface AsyncAllocOptions extends AllocOptions {
+/** Options of {@link Pool.allocAsync}; unknown names are refused with EINVAL. */
+export interface AsyncAllocOptions extends PoolAllocOptions {
   /** Wait until enough memory is freed (like GFP_KERNEL) instead of failing at once (GFP_ATOMIC). Default false. */
   wait?: boolean;
-  /** With `wait`: give up after this many milliseconds (ETIMEDOUT). Default: no limit. */
+  /**
+   * With `wait`: give up after this many milliseconds (ETIMEDOUT): an integer
+   * from 0 to 2^31 - 1 (about 24.8 days; Node.js cannot time longer), else EINVAL.
+   * Default: no limit.
+   */
   timeoutMs?: number;
   /** With `wait`: abort the wait (ECANCELED). */
   signal?: AbortSignal;
 }
 
-/** Usage of one range of a pool. Sizes in bytes. */
-export interface RangeStats {
+/** Usage of one range of a pool, in {@link PoolStats.ranges}. Sizes in bytes. Not the allocator's `RangeStats`. */
+export interface PoolRangeStats {
   /** First physical address of the range. */
   start: bigint;
   /** Size of the range in bytes. */
@@ -75,7 +83,7 @@ export interface PoolStats {
   /** bus = phys + busOffset. */
   busOffset: bigint;
   /** Per range. */
-  ranges: RangeStats[];
+  ranges: PoolRangeStats[];
 }
 
 /** One block of a pool's memory map, from {@link Pool.walk}. */
@@ -116,9 +124,12 @@ function closedError(what: string): PhysmemError {
   return new PhysmemError('EBADF', `${what} on a closed pool`, { hint: 'open a new pool with openPoolSync()/openPool()' });
 }
 
-function hex(n: number | bigint): string {
-  return '0x' + n.toString(16);
-}
+// Built once: the hot path pays one for...in over the caller's keys.
+const checkAllocOptions = optionsChecker('pool.alloc()', optionNames<PoolAllocOptions>({ align: true, boundary: true, maxAddress: true, at: true, zero: true }));
+const checkAllocAsyncOptions = optionsChecker(
+  'pool.allocAsync()',
+  optionNames<AsyncAllocOptions>({ align: true, boundary: true, maxAddress: true, at: true, zero: true, wait: true, timeoutMs: true, signal: true }),
+);
 
 interface Waiter {
   size: number;
@@ -283,8 +294,9 @@ export class Pool {
    * @throws {PhysmemError} ENOMEM when nothing fits (the message gives the largest free block and the total free);
    *   EINVAL for bad arguments; EBADF after close.
    */
-  alloc(size: number, options?: AllocOptions): DmaBuffer {
+  alloc(size: number, options?: PoolAllocOptions): DmaBuffer {
     if (this.#closed) throw closedError('alloc');
+    if (options !== undefined) checkAllocOptions(options);
     const addr = this.#alloc.alloc(size, options === undefined ? undefined : this.#allocOptions(options));
     if (addr < 0) throw this.#noMemory(size, options);
     return this.#wrap(addr, size, options === undefined || options.zero !== false);
@@ -298,12 +310,11 @@ export class Pool {
   allocAsync(size: number, options: AsyncAllocOptions = {}): Promise<DmaBuffer> {
     try {
       if (this.#closed) throw closedError('allocAsync');
+      checkAllocAsyncOptions(options);
       const { wait, timeoutMs, signal } = options;
-      if (wait !== undefined && typeof wait !== 'boolean') throw invalidArgument(`wait must be a boolean, got ${String(wait)}`);
-      if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
-        throw invalidArgument(`timeoutMs must be a non-negative number, got ${String(timeoutMs)}`);
-      }
-      if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal');
+      checkBoolean(wait, 'wait', 'pool.allocAsync()');
+      checkTimeoutMs(timeoutMs, 'pool.allocAsync()');
+      checkSignal(signal, 'pool.allocAsync()');
       if (signal?.aborted) throw cancelled(signal);
       // First come, first served: do not overtake allocations already waiting.
       if (this.#waiters.length === 0 || !wait) {
@@ -503,13 +514,13 @@ export class Pool {
 
   // Convert the public options into the allocator's numeric ones, reusing one
   // object so the hot path allocates nothing.
-  #allocOptions(o: AllocOptions): { align?: number; boundary?: number; maxAddress?: number; at?: number } {
+  #allocOptions(o: PoolAllocOptions): { align?: number; boundary?: number; maxAddress?: number; at?: number } {
     const a = this.#allocOpts;
     a.align = o.align;
     a.boundary = o.boundary;
     a.maxAddress = o.maxAddress === undefined ? undefined : maxAddressNumber(o.maxAddress);
     a.at = o.at === undefined ? undefined : toAddressNumber(o.at, 'at');
-    if (o.zero !== undefined && typeof o.zero !== 'boolean') throw invalidArgument(`zero must be a boolean, got ${String(o.zero)}`);
+    checkBoolean(o.zero, 'zero', 'pool.alloc()');
     return a;
   }
 
@@ -546,7 +557,7 @@ export class Pool {
     );
   }
 
-  #noMemory(size: number, options: AllocOptions | undefined): PhysmemError {
+  #noMemory(size: number, options: PoolAllocOptions | undefined): PhysmemError {
     const s = this.#alloc.stats();
     const constraints: string[] = [];
     if (options?.align !== undefined) constraints.push(`align ${options.align}`);

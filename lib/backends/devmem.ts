@@ -16,7 +16,7 @@ import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native } from '../native.js';
 import { checkExplicitRange, discoverRegions, readMemoryMaps } from '../discovery/index.js';
 import type { Backend, BackendRange } from './types.js';
-import { toAddressNumber } from '../internal/validate.js';
+import { optionNames, toAddressNumber, toBusOffset } from '../internal/validate.js';
 
 /** A physical range given explicitly (bigints or numbers, bytes). */
 export interface ExplicitRange {
@@ -58,6 +58,11 @@ export interface DevmemBackendOptions {
    */
   quiesceOrphans?: boolean;
 }
+
+/** Every option name of {@link DevmemBackendOptions}, for the checks of openPool and startServer. */
+export const DEVMEM_OPTION_NAMES = optionNames<DevmemBackendOptions>({
+  regions: true, cache: true, busOffset: true, allowDeviceMemory: true, size: true, devicePath: true, discoveryRoot: true, lockDir: true, quiesceOrphans: true,
+});
 
 /** Regions are mapped in windows of this many bytes, on first use. */
 const WINDOW = 2 * 1024 * 1024;
@@ -153,7 +158,7 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
   const page = native().pageSize();
   const cache = o.cache ?? 'cached';
   if (cache !== 'cached' && cache !== 'uncached') throw invalidArgument(`cache must be 'cached' or 'uncached', got ${String(cache)}`);
-  const busOffset = BigInt(o.busOffset ?? 0);
+  const busOffset = toBusOffset(o.busOffset);
   const devicePath = o.devicePath ?? '/dev/mem';
   // Before discovery: without the device, no reservation can help, and discovery would advise one.
   if (!existsSync(devicePath)) {

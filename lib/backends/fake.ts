@@ -9,7 +9,7 @@ import { Mapping } from '../mapping.js';
 import { native } from '../native.js';
 import { fakeLockKind, lockRegion, type RegionLock } from '../locks.js';
 import type { Backend, BackendRange } from './types.js';
-import { toAddressNumber } from '../internal/validate.js';
+import { hex, toAddressNumber, toBusOffset } from '../internal/validate.js';
 
 /** Options of the fake backend. */
 export interface FakeBackendOptions {
@@ -52,7 +52,7 @@ export function openFakeBackend(options: FakeBackendOptions = {}): Backend {
   const physBase = toAddressNumber(options.physBase ?? FAKE_DEFAULT_PHYS_BASE, 'physBase');
   if (physBase % page !== 0) throw invalidArgument(`physBase must be a multiple of the page size (${page}), got 0x${physBase.toString(16)}`);
   if (physBase + rounded > Number.MAX_SAFE_INTEGER) throw invalidArgument('physBase + size must stay below 2^53');
-  const busOffset = BigInt(options.busOffset ?? 0);
+  const busOffset = toBusOffset(options.busOffset);
   // Locked before any memory exists, so a second pool fails fast; released on failure.
   const lock: RegionLock | undefined =
     options.lockKey === undefined ? undefined : lockRegion(fakeLockKind(options.lockKey), [{ start: physBase, size: rounded }], { dir: options.lockDir });

@@ -19,6 +19,7 @@ import { Mapping, closeFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
 import { quiesceOrphanedDevices } from '../pci/quiesce.js';
 import type { Backend, BackendRange } from './types.js';
+import { isPowerOfTwo, toBusOffset } from '../internal/validate.js';
 
 /** Options of the hugepage backend. */
 export interface HugepageBackendOptions {
@@ -230,7 +231,7 @@ function reserveHint(size: number, counts: HugepageCounts, pages: number): strin
  * @throws {PhysmemError} EINVAL (not a power of two above `page`), ENOTSUP (no such huge pages here).
  */
 export function checkHugePageSize(hugeSize: unknown, page: number): number {
-  if (typeof hugeSize !== 'number' || !Number.isSafeInteger(hugeSize) || hugeSize <= page || (hugeSize & (hugeSize - 1)) !== 0) {
+  if (!isPowerOfTwo(hugeSize) || hugeSize <= page) {
     throw invalidArgument(`pageSize must be a huge page size in bytes such as ${2 * 1024 * 1024} (2 MiB), got ${String(hugeSize)}`);
   }
   const sizes = hugePageSizes();
@@ -293,10 +294,7 @@ export function openHugepageBackend(o: HugepageBackendOptions = {}): Backend {
   const hugeSize = checkHugePageSize(o.pageSize ?? defaultHugePageSize() ?? 2 * 1024 * 1024, page);
   const total = pages * hugeSize;
   if (!Number.isSafeInteger(total)) throw invalidArgument(`pages * pageSize must stay below 2^53 bytes`);
-  const busOffset = o.busOffset ?? 0;
-  if (typeof busOffset !== 'bigint' && !Number.isSafeInteger(busOffset)) {
-    throw invalidArgument(`busOffset must be a bigint or an integer number, got ${String(busOffset)}`);
-  }
+  const busOffset = toBusOffset(o.busOffset);
   const label = `memfd:physmem-hugepage (${pages} x ${sizeText(hugeSize)})`;
   if (o.quiesceOrphans !== false) quiesceOrphanedDevices({ sysfsRoot: o.sysfsRoot, lockDir: o.lockDir });
 
@@ -324,7 +322,7 @@ export function openHugepageBackend(o: HugepageBackendOptions = {}): Backend {
   return {
     name: 'hugepage',
     ranges,
-    busOffset: BigInt(busOffset),
+    busOffset,
     // x86 DMA snoops the CPU caches; elsewhere assume not (cached memory, no sync from userspace).
     coherent: process.arch === 'x64' || process.arch === 'ia32',
     view: (phys, len) => {

@@ -7,11 +7,11 @@
 import { existsSync } from 'node:fs';
 import { openPoolSync } from '../open.js';
 import { nativeAddonSource } from '../native.js';
-import type { AllocOptions, DmaBuffer } from '../pool.js';
+import type { PoolAllocOptions, DmaBuffer } from '../pool.js';
 import { formatSize, hex, memoryMap, table } from './format.js';
 
 /** What the demo allocates: a size and the options a driver would use for it. */
-const REQUESTS: { label: string; size: number; options: AllocOptions }[] = [
+const REQUESTS: { label: string; size: number; options: PoolAllocOptions }[] = [
   { label: 'descriptor ring', size: 4096, options: { align: 4096 } },
   { label: 'packet buffer', size: 1536, options: { boundary: 4096 } },
   { label: 'small command', size: 64, options: {} },
@@ -25,7 +25,7 @@ const REQUESTS: { label: string; size: number; options: AllocOptions }[] = [
 export interface DemoRow {
   label: string;
   size: number;
-  options: AllocOptions;
+  options: PoolAllocOptions;
   phys?: bigint;
   bus?: bigint;
   verified?: boolean;
@@ -110,7 +110,7 @@ export function runDemo(): { json: unknown; text: string } {
   }
 }
 
-function describeOptions(o: AllocOptions): string {
+function describeOptions(o: PoolAllocOptions): string {
   const parts: string[] = [];
   if (o.align !== undefined) parts.push(`align ${formatSize(o.align)}`);
   if (o.boundary !== undefined) parts.push(`no ${formatSize(o.boundary)} crossing`);

@@ -8,6 +8,7 @@ import { LOW_MEMORY_END, descendants, entryText, isPciWindow, isReserved, isSyst
 import { ADDRESS_END, contains, hex, overlaps, spanOf, spanText, subtract, type Span } from './ranges.js';
 import { formatMemSize } from './parse.js';
 import type { FirmwareRange, IomemEntry, ParsedIomem } from './types.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link checkExplicitRange}. */
 export interface CheckExplicitRangeOptions {
@@ -19,6 +20,8 @@ export interface CheckExplicitRangeOptions {
    */
   allowDeviceMemory?: boolean;
 }
+
+const checkCheckOptions = optionsChecker('checkExplicitRange()', optionNames<CheckExplicitRangeOptions>({ allowDeviceMemory: true }));
 
 /** What {@link checkExplicitRange} checked and accepted. */
 export interface ExplicitRangeCheck {
@@ -71,6 +74,7 @@ export function checkExplicitRange(
   iomem: ParsedIomem | string,
   options: CheckExplicitRangeOptions = {},
 ): ExplicitRangeCheck {
+  checkCheckOptions(options);
   if (typeof start !== 'bigint' || typeof size !== 'bigint') throw invalidArgument('start and size must be bigints');
   if (start < 0n) throw invalidArgument(`start must be >= 0, got ${start}`);
   if (size <= 0n) throw invalidArgument(`size must be > 0, got ${size}`);

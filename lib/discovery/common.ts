@@ -4,6 +4,7 @@
  * @module
  */
 import { invalidArgument } from '../errors.js';
+import { isPowerOfTwo } from '../internal/validate.js';
 import { parseCmdline, parseFirmwareMemmap, parseIomem } from './parse.js';
 import { hex, type Span } from './ranges.js';
 import type { FirmwareRange, IomemEntry, ParsedCmdline, ParsedIomem, RawFirmwareEntry } from './types.js';
@@ -61,7 +62,7 @@ export function descendants(e: IomemEntry): IomemEntry[] {
 
 /** The page size as a bigint. @throws {PhysmemError} EINVAL unless it is a positive power of two. */
 export function checkPageSize(pageSize: number): bigint {
-  if (!Number.isSafeInteger(pageSize) || pageSize <= 0 || (pageSize & (pageSize - 1)) !== 0) {
+  if (!isPowerOfTwo(pageSize)) {
     throw invalidArgument(`pageSize must be a power of two, got ${String(pageSize)}`);
   }
   return BigInt(pageSize);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { findReservedRegions } from './find.js';
 import { parseCmdline, parseFirmwareMemmap, parseIomem } from './parse.js';
 import type { DiscoveryResult, FirmwareRange, ParsedCmdline, ParsedIomem, RawFirmwareEntry } from './types.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link readMemoryMaps} and {@link discoverRegions}. */
 export interface ReadOptions {
@@ -15,11 +16,15 @@ export interface ReadOptions {
   root?: string;
 }
 
+const checkReadOptions = optionsChecker('readMemoryMaps()', optionNames<ReadOptions>({ root: true }));
+
 /** Options of {@link discoverRegions}. */
 export interface DiscoverOptions extends ReadOptions {
   /** Page size in bytes (a power of two); regions are trimmed to it. Default 4096. */
   pageSize?: number;
 }
+
+const checkDiscoverOptions = optionsChecker('discoverRegions()', optionNames<DiscoverOptions>({ root: true, pageSize: true }));
 
 /** The three maps as read and parsed. Reading never throws: failures are in `problems`. */
 export interface MemoryMaps {
@@ -60,6 +65,7 @@ function read(path: string, problems: string[]): string | undefined {
  *   (and the map concerned is empty). Never throws.
  */
 export function readMemoryMaps(options: ReadOptions = {}): MemoryMaps {
+  checkReadOptions(options);
   const root = options.root ?? '';
   const problems: string[] = [];
   const memmapDir = join(root || '/', 'sys/firmware/memmap');
@@ -108,6 +114,7 @@ export function readMemoryMaps(options: ReadOptions = {}): MemoryMaps {
  * @throws {PhysmemError} EINVAL when pageSize is not a power of two.
  */
 export function discoverRegions(options: DiscoverOptions = {}): DiscoveryResult {
+  checkDiscoverOptions(options);
   const maps = readMemoryMaps(options);
   const found = findReservedRegions({ firmware: maps.firmware, iomem: maps.iomem, cmdline: maps.cmdline, pageSize: options.pageSize });
   if (maps.firmwareMissing) {

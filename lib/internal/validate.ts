@@ -117,3 +117,62 @@ export function optionsChecker(where: string, names: readonly string[]): <T exte
     return options;
   };
 }
+
+/**
+ * Every option name of `T`, checked by the compiler both ways: the record
+ * must list each key of `T` (a new option cannot be forgotten) and nothing
+ * else (an excess key is a compile error). For {@link optionsChecker}.
+ * @example optionNames<MapBarOptions>({ writeCombining: true }) // ['writeCombining']
+ */
+export function optionNames<T extends object>(names: { readonly [K in keyof Required<T>]: true }): (keyof T & string)[] {
+  return Object.keys(names) as (keyof T & string)[];
+}
+
+/** The longest timer Node.js honours: setTimeout clamps anything longer to 1 ms. */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/**
+ * Check a `timeoutMs` option: an integer number of milliseconds in
+ * [0, 2^31 - 1] (the longest timer Node.js runs; longer ones it would fire
+ * after 1 ms), or `Infinity` where `infinite` says it means "no limit".
+ * @param value - the caller's value; undefined passes (no timeout).
+ * @param where - the entry point, for the message, e.g. `'pool.allocAsync()'`.
+ * @throws {PhysmemError} EINVAL naming the option and the accepted range.
+ */
+export function checkTimeoutMs(value: unknown, where: string, infinite = false): void {
+  if (value === undefined) return;
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_TIMEOUT_MS) return;
+  if (infinite && value === Infinity) return;
+  throw invalidArgument(
+    `${where} timeoutMs must be an integer number of milliseconds from 0 to 2^31 - 1${infinite ? ' or Infinity' : ''}, got ${describeValue(value)}`,
+    infinite ? 'for no limit pass Infinity; 2^31 - 1 ms is about 24.8 days' : 'for no limit leave timeoutMs out; 2^31 - 1 ms is about 24.8 days',
+  );
+}
+
+/**
+ * Convert a `busOffset` option (bus = phys + busOffset; may be negative) to a bigint.
+ * @param value - a bigint or an integer number; undefined means 0.
+ * @throws {PhysmemError} EINVAL for anything else (1.5, 'abc', {}, NaN).
+ */
+export function toBusOffset(value: unknown, name = 'busOffset'): bigint {
+  if (value === undefined) return 0n;
+  if (typeof value === 'bigint') return value;
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return BigInt(value);
+  throw invalidArgument(`${name} must be a bigint or an integer number of bytes, got ${describeValue(value)}`, 'pass e.g. 0x4000_0000n or -0x8000_0000');
+}
+
+/**
+ * Check an optional boolean option.
+ * @throws {PhysmemError} EINVAL naming the option when it is neither undefined nor a boolean.
+ */
+export function checkBoolean(value: unknown, name: string, where: string): void {
+  if (value !== undefined && typeof value !== 'boolean') throw invalidArgument(`${where} ${name} must be true or false, got ${describeValue(value)}`);
+}
+
+/**
+ * Check an optional AbortSignal option.
+ * @throws {PhysmemError} EINVAL when it is neither undefined nor an AbortSignal.
+ */
+export function checkSignal(value: unknown, where: string): void {
+  if (value !== undefined && !(value instanceof AbortSignal)) throw invalidArgument(`${where} signal must be an AbortSignal, got ${describeValue(value)}`);
+}

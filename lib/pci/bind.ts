@@ -10,12 +10,16 @@ import { join } from 'node:path';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { toPhysmemError } from '../native.js';
 import { DEFAULT_SYSFS_ROOT, driverOf, normalizeBdf, pciDeviceDir } from './sysfs.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of the functions in this module. */
 export interface BindOptions {
   /** sysfs mount point. Default `'/sys'` (tests point it at a fake tree). */
   sysfsRoot?: string;
 }
+
+/** @internal Shared with physmem/vfio's bindVfio. */
+export const checkBindOptions = optionsChecker('bindDriver()/unbindDriver()/restoreDriver()', optionNames<BindOptions>({ sysfsRoot: true }));
 
 function rootHint(code: string): string | undefined {
   return code === 'EACCES' || code === 'EPERM' ? 'binding and unbinding drivers needs root: run as root, e.g. with sudo' : undefined;
@@ -45,6 +49,7 @@ function checkDriverName(name: string): void {
  * @throws {PhysmemError} EINVAL (bad address), EACCES (not root), EBUSY (still bound afterwards).
  */
 export function unbindDriver(bdf: string, options: BindOptions = {}): string | undefined {
+  checkBindOptions(options);
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   const driver = driverOf(canonical, root);
@@ -71,6 +76,7 @@ export function unbindDriver(bdf: string, options: BindOptions = {}): string | u
  *   loaded: `modprobe` it), EACCES (not root), EIO (the driver did not take the device).
  */
 export function bindDriver(bdf: string, name: string, options: BindOptions = {}): void {
+  checkBindOptions(options);
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   checkDriverName(name);
@@ -102,6 +108,7 @@ export function bindDriver(bdf: string, name: string, options: BindOptions = {})
  * @throws {PhysmemError} EINVAL (bad address), EACCES (not root).
  */
 export function restoreDriver(bdf: string, options: BindOptions = {}): string | undefined {
+  checkBindOptions(options);
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   const overridePath = join(pciDeviceDir(canonical, root), 'driver_override');

@@ -36,6 +36,7 @@ import {
   type PciDeviceInfo,
   type PciResource,
 } from './sysfs.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link PciDevice.open}. */
 export interface PciOpenOptions {
@@ -60,6 +61,8 @@ export interface PciOpenOptions {
   quiesce?: boolean;
 }
 
+const checkOpenOptions = optionsChecker('PciDevice.open()', optionNames<PciOpenOptions>({ sysfsRoot: true, lock: true, lockDir: true, quiesce: true }));
+
 /** Options of {@link PciDevice.close}. */
 export interface PciCloseOptions {
   /**
@@ -69,6 +72,8 @@ export interface PciCloseOptions {
    */
   keepBusMaster?: boolean;
 }
+
+const checkCloseOptions = optionsChecker('PciDevice.close()', optionNames<PciCloseOptions>({ keepBusMaster: true }));
 
 /** Options of {@link PciDevice.setBusMaster}. */
 export interface BusMasterOptions {
@@ -80,6 +85,8 @@ export interface BusMasterOptions {
    */
   allowTranslatedIommu?: boolean;
 }
+
+const checkBusMasterOptions = optionsChecker('PciDevice.setBusMaster()', optionNames<BusMasterOptions>({ allowTranslatedIommu: true }));
 
 /** Options of {@link PciDevice.find}: at least one of vendor, device and classCode. */
 export interface PciFindOptions extends PciOpenOptions {
@@ -95,6 +102,8 @@ export interface PciFindOptions extends PciOpenOptions {
   index?: number;
 }
 
+const checkFindOptions = optionsChecker('PciDevice.find()', optionNames<PciFindOptions>({ sysfsRoot: true, lock: true, lockDir: true, quiesce: true, vendor: true, device: true, classCode: true, classMask: true, index: true }));
+
 /** Options of {@link PciDevice.mapBar}. */
 export interface MapBarOptions {
   /**
@@ -104,6 +113,8 @@ export interface MapBarOptions {
    */
   writeCombining?: boolean;
 }
+
+const checkMapBarOptions = optionsChecker('PciDevice.mapBar()', optionNames<MapBarOptions>({ writeCombining: true }));
 
 function rootHint(code: string): string | undefined {
   return code === 'EACCES' || code === 'EPERM' ? 'writing PCI config space, enabling devices and mapping BARs need root: run as root, e.g. with sudo' : undefined;
@@ -196,6 +207,7 @@ export class PciDevice implements PciDeviceInfo {
    *   the lock directory errors of lockRegion (as root).
    */
   static open(bdf: string, options: PciOpenOptions = {}): PciDevice {
+    checkOpenOptions(options);
     if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
     const canonical = normalizeBdf(bdf);
     const sysfsRoot = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
@@ -258,6 +270,7 @@ export class PciDevice implements PciDeviceInfo {
    * const edu = PciDevice.find({ vendor: 0x1234, device: 0x11e8 });
    */
   static find(options: PciFindOptions): PciDevice {
+    checkFindOptions(options);
     if (typeof options !== 'object' || options === null) throw invalidArgument('options must be { vendor, device } or { classCode }');
     const { vendor, device, classCode, classMask = 0xffffff, index = 0 } = options;
     for (const [name, v] of [['vendor', vendor], ['device', device]] as const) {
@@ -453,6 +466,7 @@ export class PciDevice implements PciDeviceInfo {
    *   EACCES without root, EBADF after close.
    */
   setBusMaster(on: boolean, options: BusMasterOptions = {}): void {
+    checkBusMasterOptions(options);
     if (typeof on !== 'boolean') throw invalidArgument(`setBusMaster takes a boolean, got ${String(on)}`);
     if (this.closed) throw this.#closedError('setBusMaster');
     this.#checkNoKernelDriver('setBusMaster');
@@ -528,6 +542,7 @@ export class PciDevice implements PciDeviceInfo {
    *   ENOTSUP (an I/O-port BAR: those cannot be memory-mapped), EACCES (not root), EBADF (closed).
    */
   mapBar(n: number, options: MapBarOptions = {}): Mmio {
+    checkMapBarOptions(options);
     if (this.closed) throw this.#closedError('mapBar');
     if (!Number.isInteger(n) || n < 0 || n >= PCI_BAR_COUNT) throw invalidArgument(`BAR number must be 0-${PCI_BAR_COUNT - 1}, got ${String(n)}`);
     const res = this.resources[n];
@@ -565,6 +580,7 @@ export class PciDevice implements PciDeviceInfo {
    * this way too.
    */
   close(options: PciCloseOptions = {}): void {
+    checkCloseOptions(options);
     if (this.#readFd < 0) return;
     openDevices.delete(this);
     if (options?.keepBusMaster !== true) this.#busMasterOffAtClose();

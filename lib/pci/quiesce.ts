@@ -20,6 +20,7 @@ import { PhysmemError } from '../errors.js';
 import { describeHolder, listRegionLocks, lockRegion, readCommandLine, resolveLockDir, type RegionLock } from '../locks.js';
 import { toPhysmemError } from '../native.js';
 import { DEFAULT_SYSFS_ROOT, driverOf, listPciDevices, normalizeBdf, pciDeviceDir } from './sysfs.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Config-space offset of the command register (16 bits). */
 export const PCI_COMMAND = 0x04;
@@ -267,6 +268,8 @@ export interface OrphanScanOptions {
   lockDir?: string;
 }
 
+const checkOrphanScanOptions = optionsChecker('findOrphanedBusMasters()/quiesceOrphanedDevices()', optionNames<OrphanScanOptions>({ sysfsRoot: true, procRoot: true, lockDir: true }));
+
 /**
  * Devices that look like a crashed userspace driver's leftover: an endpoint
  * that is no bridge or base-system device, with bus mastering on, no kernel
@@ -276,6 +279,7 @@ export interface OrphanScanOptions {
  * the caller should not act: {@link quiesceOrphanedDevices} checks).
  */
 export function findOrphanedBusMasters(options: OrphanScanOptions = {}): string[] {
+  checkOrphanScanOptions(options);
   const out: string[] = [];
   for (const info of listPciDevices({ sysfsRoot: options.sysfsRoot })) {
     if (INFRASTRUCTURE_CLASSES.has(info.classCode >>> 16)) continue;
@@ -315,6 +319,7 @@ export function findOrphanedBusMasters(options: OrphanScanOptions = {}): string[
  * @returns what was done, one report per device.
  */
 export function quiesceOrphanedDevices(options: OrphanScanOptions = {}): QuiesceReport[] {
+  checkOrphanScanOptions(options);
   if ((process.geteuid?.() ?? 0) !== 0) return [];
   // Reading the lock directory must not fail the caller: an unusable one holds no locks.
   try {

@@ -38,12 +38,26 @@ import {
   type WireStats,
 } from './protocol.js';
 import type { BackendName } from '../backends/types.js';
+import { checkBoolean, closestName, describeValue, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of a pool served by a daemon. */
 export interface ServicePoolOptions {
   /** Path of the daemon's Unix socket. */
   service: string;
 }
+
+/** Options of {@link ServicePool.connect}; unknown names are refused with EINVAL. */
+export interface ServiceConnectOptions {
+  /** Let the process exit while no request is outstanding (the socket is unref'd when idle). Default false. */
+  unrefWhenIdle?: boolean;
+  /** Map the daemon's memory so blocks can be allocated and used; false for a monitoring connection (stats only). Default true. */
+  mapBlocks?: boolean;
+}
+
+const checkServicePoolOptions = optionsChecker('openPool({ service })', optionNames<ServicePoolOptions>({ service: true }));
+const checkConnectOptions = optionsChecker('ServicePool.connect()', optionNames<ServiceConnectOptions>({ unrefWhenIdle: true, mapBlocks: true }));
+const SERVICE_ALLOC_NAMES = optionNames<ServiceAllocOptions>({ align: true, wait: true, timeoutMs: true, signal: true, name: true });
+const LINKED_ONLY_NAMES = ['at', 'boundary', 'maxAddress', 'zero'];
 
 /** Options of {@link ServicePool.allocAsync}. */
 export interface ServiceAllocOptions {
@@ -309,7 +323,10 @@ export class ServicePool {
    * @throws {PhysmemError} ENOENT / ECONNREFUSED when no daemon listens there; EACCES when the
    *   socket or the memory file is not accessible to this user.
    */
-  static async connect(path: string, options: { unrefWhenIdle?: boolean; mapBlocks?: boolean } = {}): Promise<ServicePool> {
+  static async connect(path: string, options: ServiceConnectOptions = {}): Promise<ServicePool> {
+    checkConnectOptions(options);
+    checkBoolean(options.unrefWhenIdle, 'unrefWhenIdle', 'ServicePool.connect()');
+    checkBoolean(options.mapBlocks, 'mapBlocks', 'ServicePool.connect()');
     if (typeof path !== 'string' || path === '') throw invalidArgument('service must be the path of a physmem daemon socket');
     const pending = new PendingTable();
     const decoder = new FrameDecoder(replyParsers);
@@ -417,7 +434,9 @@ export class ServicePool {
    */
   allocAsync(size: number, options: ServiceAllocOptions = {}): Promise<ServiceBuffer> {
     try {
-      if (typeof options !== 'object' || options === null) throw invalidArgument(`options must be an object { align, wait, timeoutMs, signal, name }, got ${String(options)}`);
+      if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+        throw invalidArgument(`pool.allocAsync() options must be an object { align, wait, timeoutMs, signal, name }, got ${describeValue(options)}`);
+      }
       unsupportedOption(options);
     } catch (e) {
       return Promise.reject(e);
@@ -681,7 +700,8 @@ function unsupportedOption(options: object): void {
         break;
     }
     if ((options as Record<string, unknown>)[k] === undefined) continue; // { at: undefined } asks for nothing
-    throw new PhysmemError('ENOTSUP', `option '${k.slice(0, 40)}' is not supported by a pool served by a daemon`, {
+    const guess = LINKED_ONLY_NAMES.includes(k) ? undefined : closestName(k, SERVICE_ALLOC_NAMES);
+    throw new PhysmemError('ENOTSUP', `option '${k.slice(0, 40)}' is not supported by a pool served by a daemon${guess === undefined ? '' : `; did you mean '${guess}'?`}`, {
       hint: k === 'zero' ? 'the daemon zeroes every block it hands out; drop zero: false' : 'a daemon\'s pool takes align, wait, timeoutMs, signal and name; use a linked pool (openPool({ backend })) for the others',
     });
   }
@@ -697,5 +717,10 @@ function closed(): PhysmemError {
 
 /** Open a pool served by a daemon: `openPool({ service })` calls this. */
 export function openServicePool(options: ServicePoolOptions): Promise<ServicePool> {
+  try {
+    checkServicePoolOptions(options);
+  } catch (e) {
+    return Promise.reject(e);
+  }
   return ServicePool.connect(options.service);
 }

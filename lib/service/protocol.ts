@@ -41,6 +41,7 @@
 import { PhysmemError } from '../errors.js';
 import type { BackendName } from '../backends/types.js';
 import type { PoolStats } from '../pool.js';
+import { MAX_TIMEOUT_MS, isPowerOfTwo } from '../internal/validate.js';
 
 /** Protocol version carried in every frame. A daemon refuses other versions. */
 export const PROTOCOL_VERSION = 2;
@@ -469,7 +470,7 @@ export function parseBinaryRequest(b: Buffer, o: number, end: number): DecodeRes
     const size = b.readDoubleLE(o + 8);
     if (!Number.isSafeInteger(size) || size < 1) return bad(SIZE_RULE);
     const align = b.readUInt32LE(o + 16);
-    if ((align & (align - 1)) !== 0 || align > 2 ** 30) return bad(ALIGN_RULE);
+    if ((align !== 0 && !isPowerOfTwo(align)) || align > 2 ** 30) return bad(ALIGN_RULE); // 0: the default
     const timeoutMs = b.readUInt32LE(o + 20);
     if ((flags & ALLOC_TIMEOUT) === 0 ? timeoutMs !== 0 : timeoutMs > 2 ** 31 - 1) return bad(TIMEOUT_RULE);
     if (n !== 0 && !isName(b, o + ALLOC_BYTES, n)) return bad(NAME_RULE);
@@ -526,9 +527,9 @@ const TIMEOUT_RULE = 'timeoutMs must be an integer in [0, 2^31 - 1]';
 export function allocFieldError(size: unknown, align: unknown, wait: unknown, timeoutMs: unknown, name: unknown): string | undefined {
   if (name !== undefined && (typeof name !== 'string' || !NAME_PATTERN.test(name))) return NAME_RULE;
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 1) return SIZE_RULE;
-  if (align !== undefined && (typeof align !== 'number' || !Number.isSafeInteger(align) || align < 1 || (align & (align - 1)) !== 0 || align > 2 ** 30)) return ALIGN_RULE;
+  if (align !== undefined && (!isPowerOfTwo(align) || align > 2 ** 30)) return ALIGN_RULE;
   if (wait !== undefined && typeof wait !== 'boolean') return 'wait must be a boolean';
-  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) return TIMEOUT_RULE;
+  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_TIMEOUT_MS)) return TIMEOUT_RULE;
   return undefined;
 }
 

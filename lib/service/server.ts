@@ -14,12 +14,13 @@ import { fstatSync, ftruncateSync, lstatSync, mkdirSync, readFileSync, rmSync, r
 import { basename, dirname, join } from 'node:path';
 import { PhysmemError, hasCode, invalidArgument } from '../errors.js';
 import { native, toPhysmemError, type PeerCredentials } from '../native.js';
-import type { DevmemBackendOptions } from '../backends/devmem.js';
+import { DEVMEM_OPTION_NAMES, type DevmemBackendOptions } from '../backends/devmem.js';
 import { FrameDecoder, Outbox, encodeFrame, requestParsers, type DecodeResult, type Reply, type Request, type ServiceBlock } from './protocol.js';
 import type { WaitNode } from '../wait-queue.js';
 import { journalPath, readJournal, type JournalData } from './journal.js';
 import { ServicePolicy, type Peer, type PolicyStats, type Waiter } from './policy.js';
 import { openDevmemMemory, openFakeFileMemory, removeLeftoverMemoryFiles, type ServiceMemory } from './memory.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 export type { ServiceBlock } from './protocol.js';
 
@@ -53,6 +54,9 @@ export interface ServeOptions {
    */
   maxWaits?: number;
 }
+
+const checkServeDevmemOptions = optionsChecker('startServer() devmem', DEVMEM_OPTION_NAMES);
+const checkServeOptions = optionsChecker('startServer()', optionNames<ServeOptions>({ socket: true, backend: true, size: true, devmem: true, stateDir: true, graceMs: true, quarantineMs: true, group: true, log: true, maxWaits: true }));
 
 // What to do about a request the daemon cannot read: the message before it says which rule it broke.
 const FRAME_HINT = 'Send requests as docs/service.md (Protocol) describes, or use the physmem client (openPool({ service }))';
@@ -477,6 +481,8 @@ async function staleSocket(socket: string): Promise<boolean> {
  *   blocks); EINVAL for bad options; the backend's errors.
  */
 export async function startServer(options: ServeOptions): Promise<ServiceServer> {
+  checkServeOptions(options);
+  checkServeDevmemOptions(options.devmem);
   if (typeof options !== 'object' || options === null || typeof options.socket !== 'string' || options.socket === '') {
     throw invalidArgument('options.socket must be a path');
   }

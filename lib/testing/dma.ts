@@ -4,7 +4,8 @@
  * @module
  */
 import { PhysmemError, invalidArgument } from '../errors.js';
-import { kDeviceAccess, type Pool } from '../pool.js';
+import { Pool, kDeviceAccess } from '../pool.js';
+import { describeValue } from '../internal/validate.js';
 
 /** A DMA transfer that touched memory outside a live allocation. */
 export interface DmaViolation {
@@ -31,6 +32,7 @@ export class FakeDmaDevice {
 
   /** @param pool - the pool whose bus addresses this device sees. */
   constructor(pool: Pool) {
+    if (!(pool instanceof Pool)) throw invalidArgument(`new FakeDmaDevice() needs a Pool (from openPoolSync()), got ${describeValue(pool)}`);
     this.#pool = pool;
   }
 

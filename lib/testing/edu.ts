@@ -4,7 +4,9 @@
  * @module
  */
 import type { Pool } from '../pool.js';
-import { FakePciDevice, type RegisterAccess } from './pci.js';
+import { invalidArgument } from '../errors.js';
+import { FakePciDevice, type FakePciDeviceOptions, type RegisterAccess } from './pci.js';
+import { checkBoolean, describeValue, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link FakeEdu}. */
 export interface FakeEduOptions {
@@ -32,6 +34,19 @@ export interface FakeEduOptions {
   /** See FakePciDeviceOptions.latencyReads. Default 2. */
   latencyReads?: number;
 }
+
+// The FakePciDevice options of an edu, after checking the caller's (before super(), which cannot follow a statement using them).
+function eduDevice(options: FakeEduOptions): FakePciDeviceOptions {
+  if (options === undefined) throw invalidArgument('new FakeEdu() needs options { pool }');
+  checkFakeEduOptions(options);
+  if (options.dmaMask !== undefined && (typeof options.dmaMask !== 'bigint' || options.dmaMask < 0n)) {
+    throw invalidArgument(`new FakeEdu() dmaMask must be a non-negative bigint, got ${describeValue(options.dmaMask)}`);
+  }
+  checkBoolean(options.offByOne, 'offByOne', 'new FakeEdu()');
+  return { pool: options.pool, bdf: options.bdf ?? '0000:00:04.0', bars: [{ size: 1 << 20, phys: 0xfea00000n }], interrupts: { msi: 1, intx: true }, latencyReads: options.latencyReads };
+}
+
+const checkFakeEduOptions = optionsChecker('new FakeEdu()', optionNames<FakeEduOptions>({ pool: true, bdf: true, dmaMask: true, offByOne: true, latencyReads: true }));
 
 /** Device address of edu's DMA buffer. */
 const DMA_START = 0x40000;
@@ -82,7 +97,7 @@ export class FakeEdu extends FakePciDevice {
 
   /** @throws {PhysmemError} EINVAL for bad options. */
   constructor(options: FakeEduOptions) {
-    super({ pool: options.pool, bdf: options.bdf ?? '0000:00:04.0', bars: [{ size: 1 << 20, phys: 0xfea00000n }], interrupts: { msi: 1, intx: true }, latencyReads: options.latencyReads });
+    super(eduDevice(options));
     this.#dmaMask = options.dmaMask ?? 0xff_ffff_ffffn;
     this.#offByOne = options.offByOne ?? true;
     this.defineRegister(0, { offset: 0, size: 0x80, widths: [4], read: (a) => this.#read(a), write: (v, a) => this.#write(BigInt(v), a) });

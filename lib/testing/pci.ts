@@ -8,10 +8,21 @@
  */
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { writeBarrierCount } from '../ordering.js';
-import type { Pool } from '../pool.js';
+import { Pool } from '../pool.js';
 import { Mmio, type MmioAccessors } from '../pci/mmio.js';
-import { interruptIterator, type EnableInterruptsOptions, type InterruptSource, type InterruptType, type WaitInterruptOptions } from '../vfio/irq.js';
+import {
+  checkEnableInterruptsOptions,
+  checkInterruptsOptions,
+  checkWaitInterruptOptions,
+  interruptIterator,
+  type EnableInterruptsOptions,
+  type InterruptSource,
+  type InterruptsOptions,
+  type InterruptType,
+  type WaitInterruptOptions,
+} from '../vfio/irq.js';
 import { FakeDmaDevice } from './dma.js';
+import { checkBoolean, describeValue, isPowerOfTwo, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Width of one register access in bytes. */
 export type RegisterWidth = 1 | 2 | 4 | 8;
@@ -60,6 +71,8 @@ export interface FakeBarOptions {
   phys?: bigint;
 }
 
+const checkFakeBarOptions = optionsChecker('new FakePciDevice() bars[n]', optionNames<FakeBarOptions>({ size: true, phys: true }));
+
 /** Options of {@link FakePciDevice}. */
 export interface FakePciDeviceOptions {
   /** The pool whose memory the device reaches by bus address (a fake-backend pool in CI). */
@@ -79,6 +92,9 @@ export interface FakePciDeviceOptions {
    */
   latencyReads?: number;
 }
+
+const checkFakeInterrupts = optionsChecker('new FakePciDevice() interrupts', ['msi', 'msix', 'intx']);
+const checkFakePciDeviceOptions = optionsChecker('new FakePciDevice()', optionNames<FakePciDeviceOptions>({ pool: true, bars: true, bdf: true, interrupts: true, latencyReads: true }));
 
 /** Something a driver did that hardware would not forgive. */
 export interface DeviceViolation {
@@ -136,12 +152,14 @@ export class FakePciDevice implements InterruptSource, Disposable {
 
   /** @throws {PhysmemError} EINVAL for bad options. */
   constructor(options: FakePciDeviceOptions) {
-    if (typeof options !== 'object' || options === null || typeof options.pool !== 'object') throw invalidArgument('FakePciDevice needs { pool, bars }');
+    checkFakePciDeviceOptions(options);
+    if (!(options.pool instanceof Pool)) throw invalidArgument(`new FakePciDevice() pool must be a Pool (from openPoolSync()), got ${describeValue(options.pool)}`);
     if (!Array.isArray(options.bars) || options.bars.length > 6) throw invalidArgument('bars must be an array of at most 6 { size } entries');
     options.bars.forEach((b, n) => {
-      if (b !== undefined && !(Number.isSafeInteger(b.size) && b.size >= 16 && (b.size & (b.size - 1)) === 0)) {
-        throw invalidArgument(`BAR ${n}: size must be a power of two of at least 16 bytes, got ${String(b.size)}`);
-      }
+      if (b === undefined) return;
+      checkFakeBarOptions(b);
+      if (!isPowerOfTwo(b.size) || b.size < 16) throw invalidArgument(`BAR ${n}: size must be a power of two of at least 16 bytes, got ${describeValue(b.size)}`);
+      if (b.phys !== undefined && typeof b.phys !== 'bigint') throw invalidArgument(`BAR ${n}: phys must be a bigint, got ${describeValue(b.phys)}`);
     });
     const latency = options.latencyReads ?? 2;
     if (!Number.isInteger(latency) || latency < 1) throw invalidArgument(`latencyReads must be a positive integer, got ${String(latency)}`);
@@ -149,7 +167,12 @@ export class FakePciDevice implements InterruptSource, Disposable {
     this.dma = new FakeDmaDevice(options.pool);
     this.#bars = [...options.bars];
     this.#handlers = this.#bars.map(() => []);
-    const irq = options.interrupts ?? { msi: 1, intx: true };
+    const irq = checkFakeInterrupts(options.interrupts) ?? { msi: 1, intx: true };
+    for (const k of ['msi', 'msix'] as const) {
+      const v = irq[k];
+      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 2048)) throw invalidArgument(`new FakePciDevice() interrupts.${k} must be an integer in [0, 2048], got ${describeValue(v)}`);
+    }
+    checkBoolean(irq.intx, 'interrupts.intx', 'new FakePciDevice()');
     this.#offered = { msi: irq.msi ?? 0, msix: irq.msix ?? 0, intx: irq.intx ?? false };
     this.#latency = latency;
   }
@@ -316,10 +339,9 @@ export class FakePciDevice implements InterruptSource, Disposable {
   /** @inheritDoc */
   enableInterrupts(options: EnableInterruptsOptions): void {
     if (this.#closed) throw new PhysmemError('EBADF', `enableInterrupts on a closed FakePciDevice ${this.bdf}`);
-    const { type, vectors = 1 } = options ?? ({} as EnableInterruptsOptions);
-    const offered = type === 'intx' ? (this.#offered.intx ? 1 : 0) : type === 'msi' ? this.#offered.msi : type === 'msix' ? this.#offered.msix : -1;
-    if (offered < 0) throw invalidArgument(`interrupt type must be 'msix', 'msi' or 'intx', got ${String(type)}`);
-    if (!Number.isInteger(vectors) || vectors < 1 || vectors > offered) {
+    const { type, vectors } = checkEnableInterruptsOptions(options);
+    const offered = type === 'intx' ? (this.#offered.intx ? 1 : 0) : type === 'msi' ? this.#offered.msi : this.#offered.msix;
+    if (vectors > offered) {
       throw invalidArgument(`${this.bdf} offers ${offered} ${type} vector(s); asked for ${String(vectors)}`);
     }
     this.#dropWaiters(`interrupts of ${this.bdf} were reconfigured`);
@@ -329,6 +351,11 @@ export class FakePciDevice implements InterruptSource, Disposable {
 
   /** @inheritDoc */
   waitInterrupt(vector: number, options: WaitInterruptOptions = {}): Promise<number> {
+    try {
+      checkWaitInterruptOptions(options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const v = this.#vectors[vector];
     if (this.#closed) return Promise.reject(new PhysmemError('EBADF', `waitInterrupt on a closed FakePciDevice ${this.bdf}`));
     if (v === undefined) {
@@ -365,7 +392,8 @@ export class FakePciDevice implements InterruptSource, Disposable {
   }
 
   /** @inheritDoc */
-  interrupts(vector: number, options: { signal?: AbortSignal } = {}): AsyncIterableIterator<number> {
+  interrupts(vector: number, options: InterruptsOptions = {}): AsyncIterableIterator<number> {
+    checkInterruptsOptions(options);
     return interruptIterator((v, o) => this.waitInterrupt(v, o), vector, options);
   }
 

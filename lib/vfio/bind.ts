@@ -6,7 +6,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PhysmemError } from '../errors.js';
-import { bindDriver, restoreDriver as restorePciDriver, type BindOptions } from '../pci/bind.js';
+import { bindDriver, checkBindOptions, restoreDriver as restorePciDriver, type BindOptions } from '../pci/bind.js';
 import { DEFAULT_SYSFS_ROOT, driverOf, normalizeBdf } from '../pci/sysfs.js';
 import { isVfioDeviceOpen } from './device.js';
 import { NO_IOMMU_HINT, VFIO_PCI_DRIVER, vfioGroupOf } from './group.js';
@@ -31,6 +31,7 @@ export interface BindVfioResult {
  *   vfio-pci not loaded: modprobe vfio-pci), EACCES (not root), EIO (vfio-pci refused it).
  */
 export function bindVfio(bdf: string, options: BindOptions = {}): BindVfioResult {
+  checkBindOptions(options);
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   const groupsDir = join(root, 'kernel', 'iommu_groups');

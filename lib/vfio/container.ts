@@ -15,6 +15,7 @@ import { PhysmemError, invalidArgument } from '../errors.js';
 import { openFile, closeFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
 import { formatSize, hex } from '../cli/format.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 /** A range of IOVAs, `end` inclusive (as the kernel reports them). */
 export interface IovaRange {
@@ -32,11 +33,15 @@ export interface DmaAccess {
   write?: boolean;
 }
 
+const checkDmaAccess = optionsChecker('VfioContainer.mapDma() access', optionNames<DmaAccess>({ read: true, write: true }));
+
 /** Options of {@link VfioContainer.open}. */
 export interface VfioContainerOptions {
   /** The VFIO container device. Default `/dev/vfio/vfio`. */
   path?: string;
 }
+
+const checkOpenOptions = optionsChecker('VfioContainer.open()', optionNames<VfioContainerOptions>({ path: true }));
 
 /** The VFIO API version this code speaks (VFIO_API_VERSION; unchanged since Linux 3.6). */
 export const VFIO_API_VERSION = 0;
@@ -91,6 +96,7 @@ export class VfioContainer implements Disposable {
    *   ENOTSUP (another API version, or no type1 IOMMU: no IOMMU enabled).
    */
   static open(options: VfioContainerOptions = {}): VfioContainer {
+    checkOpenOptions(options);
     if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
     const path = options.path ?? '/dev/vfio/vfio';
     if (typeof path !== 'string' || path === '') throw invalidArgument(`path must be a non-empty string, got ${String(path)}`);
@@ -243,6 +249,7 @@ export class VfioContainer implements Disposable {
    *   EEXIST (IOVAs already mapped), ENODEV (no group attached), EBADF (closed).
    */
   mapDma(mappingHandle: number, offset: number, length: number, iova: bigint, access: DmaAccess = {}): void {
+    checkDmaAccess(access);
     const fd = this.fd;
     this.#requireIommu('mapDma');
     const page = this.minPageSize;

@@ -23,7 +23,9 @@ import {
   type InterruptSource,
   type InterruptType,
   type WaitInterruptOptions,
+  type InterruptsOptions,
 } from './irq.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 /** VFIO_PCI_CONFIG_REGION_INDEX. */
 export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
@@ -41,6 +43,8 @@ export interface VfioOpenOptions {
   /** Directory of the VFIO group files. Default `'/dev/vfio'`. */
   devDir?: string;
 }
+
+const checkOpenOptions = optionsChecker('VfioDevice.open()', optionNames<VfioOpenOptions>({ container: true, sysfsRoot: true, devDir: true }));
 
 /** Events of a {@link VfioDevice}. */
 export interface VfioDeviceEvents {
@@ -156,6 +160,7 @@ export class VfioDevice extends EventEmitter<VfioDeviceEvents> implements Interr
    *   /dev/vfio/N: chown or a udev rule, see docs/vfio.md), EPERM (no interrupt remapping).
    */
   static open(bdf: string, options: VfioOpenOptions = {}): VfioDevice {
+    checkOpenOptions(options);
     if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
     if (options.container !== undefined && !(options.container instanceof VfioContainer)) throw invalidArgument('options.container must be a VfioContainer');
     const canonical = normalizeBdf(bdf);
@@ -371,7 +376,7 @@ export class VfioDevice extends EventEmitter<VfioDeviceEvents> implements Interr
    * The interrupts of `vector` as counts; ends when interrupts are disabled, the device closes, or `signal` aborts.
    * @throws {PhysmemError} EBADF (interrupts not enabled, or closed), EINVAL (no such vector).
    */
-  interrupts(vector: number, options?: { signal?: AbortSignal }): AsyncIterableIterator<number> {
+  interrupts(vector: number, options?: InterruptsOptions): AsyncIterableIterator<number> {
     return this.#irq.iterate(vector, options);
   }
 

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { PhysmemError } from '../errors.js';
 import { openFile } from '../mapping.js';
 import { DEFAULT_SYSFS_ROOT, driverOf, iommuGroupOf, normalizeBdf, pciDeviceDir } from '../pci/sysfs.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 /** The driver a device must be bound to for VFIO. */
 export const VFIO_PCI_DRIVER = 'vfio-pci';
@@ -29,6 +30,8 @@ export interface VfioGroupOptions {
   /** Directory of the VFIO device files. Default `'/dev/vfio'`. */
   devDir?: string;
 }
+
+const checkGroupOptions = optionsChecker('vfioGroupOf()/openVfioGroup()', optionNames<VfioGroupOptions>({ sysfsRoot: true, devDir: true }));
 
 /** A device of an IOMMU group and the driver bound to it. */
 export interface GroupMember {
@@ -68,6 +71,7 @@ export function permissionHint(path: string): string {
  *   ENODEV (no IOMMU at all, or the device is in no group; the hint says how to enable one).
  */
 export function vfioGroupOf(bdf: string, options: VfioGroupOptions = {}): VfioGroupInfo {
+  checkGroupOptions(options);
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   const dir = pciDeviceDir(canonical, root);
@@ -110,6 +114,7 @@ export function checkGroupViable(info: VfioGroupInfo, bdf: string): void {
  *   EACCES (no permission on /dev/vfio/N: the hint has chown and a udev rule), ENOENT.
  */
 export function openVfioGroup(bdf: string, options: VfioGroupOptions = {}): { fd: number; info: VfioGroupInfo } {
+  checkGroupOptions(options);
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   const info = vfioGroupOf(canonical, options);

@@ -24,6 +24,6 @@ export { bindVfio, restoreDriver } from './bind.js';
 export type { BindVfioResult } from './bind.js';
 export { vfioGroupOf, checkGroupViable, openVfioGroup, isVfioCompatibleDriver, VFIO_PCI_DRIVER } from './group.js';
 export type { VfioGroupInfo, GroupMember, VfioGroupOptions } from './group.js';
-export { VFIO_IRQ_INDEX, interruptIterator } from './irq.js';
-export type { InterruptSource, InterruptType, EnableInterruptsOptions, WaitInterruptOptions } from './irq.js';
+export { VFIO_IRQ_INDEX, checkEnableInterruptsOptions, checkInterruptsOptions, checkWaitInterruptOptions, interruptIterator } from './irq.js';
+export type { InterruptSource, InterruptType, EnableInterruptsOptions, WaitInterruptOptions, InterruptsOptions } from './irq.js';
 export type { VfioDeviceInfo, VfioRegionInfo, VfioIrqInfo, VfioGroupStatus } from '../native.js';

@@ -6,6 +6,7 @@
  */
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { native, toPhysmemError } from '../native.js';
+import { checkSignal, checkTimeoutMs, describeValue, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Which interrupt mechanism to enable. */
 export type InterruptType = 'msix' | 'msi' | 'intx';
@@ -22,12 +23,62 @@ export interface EnableInterruptsOptions {
   vectors?: number;
 }
 
-/** Arguments of {@link InterruptSource.waitInterrupt}. */
+/** Arguments of {@link InterruptSource.waitInterrupt}; unknown names are refused with EINVAL. */
 export interface WaitInterruptOptions {
-  /** Give up after this many milliseconds with a typed `ETIMEDOUT`. Default: wait forever. */
+  /**
+   * Give up after this many milliseconds with a typed `ETIMEDOUT`: an integer
+   * from 0 to 2^31 - 1, or `Infinity`; anything else is EINVAL. Default: wait forever.
+   */
   timeoutMs?: number;
   /** Abort the wait: it rejects with `ECANCELED` (the interrupt, if it comes, is kept). */
   signal?: AbortSignal;
+}
+
+/** Arguments of {@link InterruptSource.interrupts}; unknown names are refused with EINVAL. */
+export interface InterruptsOptions {
+  /** End the iteration when this aborts. */
+  signal?: AbortSignal;
+}
+
+const enableChecker = optionsChecker('enableInterrupts()', optionNames<EnableInterruptsOptions>({ type: true, vectors: true }));
+const waitChecker = optionsChecker('waitInterrupt()', optionNames<WaitInterruptOptions>({ timeoutMs: true, signal: true }));
+const iterateChecker = optionsChecker('interrupts()', optionNames<InterruptsOptions>({ signal: true }));
+
+/**
+ * Check the options of {@link InterruptSource.enableInterrupts} as every
+ * implementation must: an object with known names, a known `type`, `vectors`
+ * an integer in [1, 2048] (whether the device offers that many is the caller's check).
+ * @returns `type` and `vectors` (default 1).
+ * @throws {PhysmemError} EINVAL naming the option.
+ */
+export function checkEnableInterruptsOptions(options: EnableInterruptsOptions): { type: InterruptType; vectors: number } {
+  if (options === undefined) throw invalidArgument("enableInterrupts() needs options { type, vectors }, e.g. { type: 'msi' }");
+  enableChecker(options);
+  const { type } = options;
+  const vectors = options.vectors ?? 1;
+  if (type !== 'msix' && type !== 'msi' && type !== 'intx') throw invalidArgument(`enableInterrupts() type must be 'msix', 'msi' or 'intx', got ${describeValue(type)}`);
+  if (!Number.isInteger(vectors) || vectors < 1 || vectors > 2048) throw invalidArgument(`enableInterrupts() vectors must be an integer in [1, 2048], got ${describeValue(vectors)}`);
+  return { type, vectors };
+}
+
+/**
+ * Check the options of {@link InterruptSource.waitInterrupt}.
+ * @throws {PhysmemError} EINVAL naming the option (unknown name, timeoutMs outside [0, 2^31 - 1] and not Infinity, signal not an AbortSignal).
+ */
+export function checkWaitInterruptOptions(options: WaitInterruptOptions | undefined): void {
+  waitChecker(options);
+  if (options === undefined) return;
+  checkTimeoutMs(options.timeoutMs, 'waitInterrupt()', true);
+  checkSignal(options.signal, 'waitInterrupt()');
+}
+
+/**
+ * Check the options of {@link InterruptSource.interrupts}.
+ * @throws {PhysmemError} EINVAL naming the option.
+ */
+export function checkInterruptsOptions(options: InterruptsOptions | undefined): void {
+  iterateChecker(options);
+  if (options !== undefined) checkSignal(options.signal, 'interrupts()');
 }
 
 /**
@@ -55,7 +106,7 @@ export interface InterruptSource {
    * The interrupts of `vector` as an async iterator of counts; ends when
    * interrupts are disabled or the device closed, or when `signal` aborts.
    */
-  interrupts(vector: number, options?: { signal?: AbortSignal }): AsyncIterableIterator<number>;
+  interrupts(vector: number, options?: InterruptsOptions): AsyncIterableIterator<number>;
   /** Stop delivery; pending waits reject with EBADF. Idempotent. */
   disableInterrupts(): void;
 }
@@ -148,11 +199,7 @@ export class VfioInterrupts {
 
   /** See {@link InterruptSource.enableInterrupts}. */
   enable(options: EnableInterruptsOptions): void {
-    if (typeof options !== 'object' || options === null) throw invalidArgument('enableInterrupts takes { type, vectors }');
-    const { type } = options;
-    const vectors = options.vectors ?? 1;
-    if (type !== 'msix' && type !== 'msi' && type !== 'intx') throw invalidArgument(`type must be 'msix', 'msi' or 'intx', got ${String(type)}`);
-    if (!Number.isInteger(vectors) || vectors < 1 || vectors > 2048) throw invalidArgument(`vectors must be an integer in [1, 2048], got ${String(vectors)}`);
+    const { type, vectors } = checkEnableInterruptsOptions(options);
     const fd = this.#host.fd;
     const index = VFIO_IRQ_INDEX[type];
     const offered = this.#host.irqCount(index);
@@ -206,7 +253,7 @@ export class VfioInterrupts {
     let vec: Vector;
     try {
       vec = this.#vector(vector, 'waitInterrupt');
-      checkWaitOptions(options);
+      checkWaitInterruptOptions(options);
       if (vec.masked) this.#unmask(vec);
     } catch (e) {
       return Promise.reject(e);
@@ -232,7 +279,7 @@ export class VfioInterrupts {
         reject: (e) => { done(); reject(e); },
       };
       const onAbort = (): void => w.reject(canceled(this.#host.label, vector));
-      if (timeoutMs !== undefined) {
+      if (timeoutMs !== undefined && timeoutMs !== Infinity) {
         timer = setTimeout(() => w.reject(new PhysmemError('ETIMEDOUT', `no interrupt on vector ${vector} of ${this.#host.label} within ${timeoutMs} ms`, {
           hint: 'check that the device was told to raise one, that bus mastering is on for MSI (setBusMaster(true)), and the type enabled',
         })), timeoutMs);
@@ -244,7 +291,8 @@ export class VfioInterrupts {
   }
 
   /** See {@link InterruptSource.interrupts}. @throws {PhysmemError} EBADF (not enabled), EINVAL (no such vector). */
-  iterate(vector: number, options: { signal?: AbortSignal } = {}): AsyncGenerator<number, void, undefined> {
+  iterate(vector: number, options: InterruptsOptions = {}): AsyncGenerator<number, void, undefined> {
+    checkInterruptsOptions(options);
     this.#vector(vector, 'interrupts');
     return interruptIterator((v, o) => this.wait(v, o), vector, options);
   }
@@ -293,15 +341,6 @@ function release(vec: Vector): void {
   } finally {
     n.close(vec.efd);
   }
-}
-
-function checkWaitOptions(options: WaitInterruptOptions): void {
-  if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
-  const { timeoutMs, signal } = options;
-  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0) || timeoutMs > 2 ** 31 - 1)) {
-    throw invalidArgument(`timeoutMs must be a number of milliseconds in [0, 2^31), got ${String(timeoutMs)}`);
-  }
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal');
 }
 
 function canceled(label: string, vector: number): PhysmemError {
