@@ -6,6 +6,8 @@
 import { LOW_MEMORY_END, checkPageSize, descendants, entryText, isReserved, isSystemRam, ramSpans, toCmdline, toFirmware, toIomem, type FirmwareInput } from './common.js';
 import { ADDRESS_END, alignDown, alignUp, intersect, normalize, spanOf, spanText, subtract, total, type Span } from './ranges.js';
 import type { DiscoveryResult, MemoryRegion, ParsedCmdline, ParsedIomem } from './types.js';
+import { invalidArgument } from '../errors.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 /** The problem reported when /proc/iomem was read without CAP_SYS_ADMIN. */
 export const IOMEM_HIDDEN_PROBLEM = '/proc/iomem shows only zeros: run as root (CAP_SYS_ADMIN) to see it';
@@ -21,6 +23,8 @@ export interface FindReservedRegionsInput {
   /** Page size in bytes, a power of two; regions are trimmed to it. Default 4096. */
   pageSize?: number;
 }
+
+const checkInput = optionsChecker('findReservedRegions()', optionNames<FindReservedRegionsInput>({ firmware: true, iomem: true, cmdline: true, pageSize: true }));
 
 interface Evidence {
   spans: Span[];
@@ -86,6 +90,8 @@ function list(items: string[], max = 4): string {
  *   raw firmware entries do not parse.
  */
 export function findReservedRegions(input: FindReservedRegionsInput): DiscoveryResult {
+  if (input === undefined) throw invalidArgument('findReservedRegions() needs { firmware, iomem }');
+  checkInput(input);
   const page = checkPageSize(input.pageSize ?? 4096);
   const firmware = toFirmware(input.firmware);
   const iomem = toIomem(input.iomem);

@@ -115,7 +115,7 @@ export function readMemoryMaps(options: ReadOptions = {}): MemoryMaps {
  */
 export function discoverRegions(options: DiscoverOptions = {}): DiscoveryResult {
   checkDiscoverOptions(options);
-  const maps = readMemoryMaps(options);
+  const maps = readMemoryMaps({ root: options.root });
   const found = findReservedRegions({ firmware: maps.firmware, iomem: maps.iomem, cmdline: maps.cmdline, pageSize: options.pageSize });
   if (maps.firmwareMissing) {
     return { regions: [], iomemHidden: found.iomemHidden, problems: [...maps.problems, ...maps.cmdline.problems], cmdline: maps.cmdline, firmwareRam: 0n };

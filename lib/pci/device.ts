@@ -299,7 +299,8 @@ export class PciDevice implements PciDeviceInfo {
         },
       );
     }
-    return PciDevice.open(matches[index].bdf, options);
+    const { sysfsRoot, lock, lockDir, quiesce } = options;
+    return PciDevice.open(matches[index].bdf, { sysfsRoot, lock, lockDir, quiesce });
   }
 
   /**

@@ -8,6 +8,7 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { toPhysmemError } from '../native.js';
+import { optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Default sysfs mount point. */
 export const DEFAULT_SYSFS_ROOT = '/sys';
@@ -153,12 +154,15 @@ export interface PciFilter {
   sysfsRoot?: string;
 }
 
+const checkPciFilter = optionsChecker('listPciDevices()', optionNames<PciFilter>({ vendor: true, device: true, classCode: true, sysfsRoot: true }));
+
 /**
  * Every PCI device matching `filter`, in address order. An empty list when
  * the system has no PCI bus.
  * @throws {PhysmemError} when sysfs cannot be read (EACCES, EIO).
  */
 export function listPciDevices(filter: PciFilter = {}): PciDeviceInfo[] {
+  checkPciFilter(filter);
   const dir = pciDevicesDir(filter.sysfsRoot);
   let names: string[];
   try {
