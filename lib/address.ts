@@ -4,6 +4,7 @@
  * @module
  */
 import { PhysmemError, invalidArgument } from './errors.js';
+import { hex } from './internal/validate.js';
 
 /**
  * `base + offset` as a bigint, for DmaBuffer/SubPoolBlock/ServiceBuffer's
@@ -18,7 +19,7 @@ import { PhysmemError, invalidArgument } from './errors.js';
 export function addressAt(what: string, base: bigint, size: number, offset: number, freed: boolean): bigint {
   if (!freed && typeof offset === 'number' && offset % 1 === 0 && offset >= 0 && offset < size) return base + BigInt(offset);
   if (freed) {
-    throw new PhysmemError('EINVAL', `${what}(${String(offset)}) on a freed buffer (was at 0x${base.toString(16)})`, {
+    throw new PhysmemError('EINVAL', `${what}(${String(offset)}) on a freed buffer (was at ${hex(base)})`, {
       hint: 'its memory may belong to someone else now: take addresses of live buffers only',
     });
   }

@@ -29,7 +29,7 @@ import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSyn
 import { join, resolve } from 'node:path';
 import { PhysmemError, invalidArgument } from './errors.js';
 import { native, toPhysmemError } from './native.js';
-import { optionNames, optionsChecker } from './internal/validate.js';
+import { hex, optionNames, optionsChecker } from './internal/validate.js';
 
 /** The lock directory when neither the option nor `$PHYSMEM_LOCK_DIR` says otherwise. */
 export const DEFAULT_LOCK_DIR = '/run/physmem';
@@ -230,8 +230,6 @@ function toBig(v: unknown, what: string): bigint {
   if (typeof v === 'number' && Number.isSafeInteger(v)) return BigInt(v);
   throw invalidArgument(`${what} must be a bigint or a safe integer number, got ${String(v)}`);
 }
-
-const hex = (n: bigint) => '0x' + n.toString(16);
 
 /**
  * `pid 1234 (node server.js --port 9)`, `this process (pid 1234)`, or what is

@@ -16,7 +16,7 @@ import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native } from '../native.js';
 import { checkExplicitRange, discoverRegions, readMemoryMaps } from '../discovery/index.js';
 import type { Backend, BackendRange } from './types.js';
-import { optionNames, toAddressNumber, toBusOffset } from '../internal/validate.js';
+import { hex, toAddressNumber, toBusOffset, optionNames } from '../internal/validate.js';
 
 /** A physical range given explicitly (bigints or numbers, bytes). */
 export interface ExplicitRange {
@@ -119,7 +119,7 @@ function resolveRanges(o: DevmemBackendOptions, page: number): { ranges: Backend
     const start = toAddressNumber(r.start, `regions[${i}].start`);
     const size = toAddressNumber(r.size, `regions[${i}].size`);
     if (size === 0 || start % page !== 0 || size % page !== 0) {
-      throw invalidArgument(`regions[${i}] must be page-aligned (${page} bytes) and non-empty, got start 0x${start.toString(16)} size ${size}`);
+      throw invalidArgument(`regions[${i}] must be page-aligned (${page} bytes) and non-empty, got start ${hex(start)} size ${size}`);
     }
     checkExplicitRange(BigInt(start), BigInt(size), maps.firmware, maps.iomem, { allowDeviceMemory: o.allowDeviceMemory === true });
     return { start, size };
@@ -205,7 +205,7 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
     const len = Math.min(WINDOW, r.size - off);
     mappings[i].mapInto(off, fd, BigInt(r.start + off), len, (code) =>
       code === 'EPERM'
-        ? `the kernel refused to map 0x${(r.start + off).toString(16)}-0x${(r.start + off + len - 1).toString(16)} (CONFIG_STRICT_DEVMEM allows only memory the kernel does not use as RAM); ${REGIONS_HINT}`
+        ? `the kernel refused to map ${hex((r.start + off))}-${hex((r.start + off + len - 1))} (CONFIG_STRICT_DEVMEM allows only memory the kernel does not use as RAM); ${REGIONS_HINT}`
         : code === 'EAGAIN'
           ? 'another mapping of this memory uses a different cache mode (x86 PAT); close it or open the pool with the same cache option'
           : undefined,
@@ -231,7 +231,7 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
 
   const find = (phys: number): number => {
     for (let i = 0; i < ranges.length; i++) if (phys >= ranges[i].start && phys < ranges[i].start + ranges[i].size) return i;
-    throw new PhysmemError('EFAULT', `physical 0x${phys.toString(16)} is outside the devmem regions`);
+    throw new PhysmemError('EFAULT', `physical ${hex(phys)} is outside the devmem regions`);
   };
   const total = ranges.reduce((s, r) => s + r.size, 0);
   return {

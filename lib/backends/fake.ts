@@ -50,7 +50,7 @@ export function openFakeBackend(options: FakeBackendOptions = {}): Backend {
   }
   const rounded = Math.ceil(size / page) * page;
   const physBase = toAddressNumber(options.physBase ?? FAKE_DEFAULT_PHYS_BASE, 'physBase');
-  if (physBase % page !== 0) throw invalidArgument(`physBase must be a multiple of the page size (${page}), got 0x${physBase.toString(16)}`);
+  if (physBase % page !== 0) throw invalidArgument(`physBase must be a multiple of the page size (${page}), got ${hex(physBase)}`);
   if (physBase + rounded > Number.MAX_SAFE_INTEGER) throw invalidArgument('physBase + size must stay below 2^53');
   const busOffset = toBusOffset(options.busOffset);
   // Locked before any memory exists, so a second pool fails fast; released on failure.
@@ -72,7 +72,7 @@ export function openFakeBackend(options: FakeBackendOptions = {}): Backend {
     view: (phys, len) => mapping.view(phys - physBase, len),
     buffer: (id) => mapping.buffer(id)!,
     release: (id) => mapping.release(id),
-    describe: () => `fake backend: ${rounded} bytes of memfd memory at synthetic physical 0x${physBase.toString(16)} (no device can reach it)`,
+    describe: () => `fake backend: ${rounded} bytes of memfd memory at synthetic physical ${hex(physBase)} (no device can reach it)`,
     lock,
     close: () => {
       mapping.close();

@@ -19,7 +19,7 @@ import { Mapping, closeFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
 import { quiesceOrphanedDevices } from '../pci/quiesce.js';
 import type { Backend, BackendRange } from './types.js';
-import { isPowerOfTwo, toBusOffset } from '../internal/validate.js';
+import { hex, isPowerOfTwo, toBusOffset } from '../internal/validate.js';
 
 /** Options of the hugepage backend. */
 export interface HugepageBackendOptions {
@@ -108,10 +108,10 @@ export class PagemapReader {
     } catch (e) {
       throw toPhysmemError(e, this.#path);
     }
-    if (n !== 8) throw new PhysmemError('EIO', `short read of ${n} bytes at entry of 0x${vaddr.toString(16)}`, { path: this.#path });
+    if (n !== 8) throw new PhysmemError('EIO', `short read of ${n} bytes at entry of ${hex(vaddr)}`, { path: this.#path });
     const e = parsePagemapEntry(this.#buf.readBigUInt64LE(0));
     if (!e.present) {
-      throw new PhysmemError('EFAULT', `virtual address 0x${vaddr.toString(16)} is not backed by RAM`, {
+      throw new PhysmemError('EFAULT', `virtual address ${hex(vaddr)} is not backed by RAM`, {
         path: this.#path,
         hint: 'touch the page before asking for its physical address',
       });
@@ -316,7 +316,7 @@ export function openHugepageBackend(o: HugepageBackendOptions = {}): Backend {
   const ranges: BackendRange[] = runs.map((r) => ({ start: r.start, size: r.size }));
   const runOf = (phys: number): HugepageRun => {
     for (const r of runs) if (phys >= r.start && phys < r.start + r.size) return r;
-    throw new PhysmemError('EFAULT', `physical 0x${phys.toString(16)} is outside the huge pages of this pool`);
+    throw new PhysmemError('EFAULT', `physical ${hex(phys)} is outside the huge pages of this pool`);
   };
   const largest = Math.max(...runs.map((r) => r.size));
   return {
@@ -358,12 +358,12 @@ function locate(mapping: Mapping, pages: number, hugeSize: number, page: number)
       const first = pm.physOf(base + BigInt(off));
       const last = pm.physOf(base + BigInt(off + hugeSize - page));
       if (last - first !== BigInt(hugeSize - page) || first % BigInt(hugeSize) !== 0n) {
-        throw new PhysmemError('EIO', `huge page ${i} is not one aligned physical block (first 0x${first.toString(16)}, last 0x${last.toString(16)})`, {
+        throw new PhysmemError('EIO', `huge page ${i} is not one aligned physical block (first ${hex(first)}, last ${hex(last)})`, {
           path: PAGEMAP_PATH,
         });
       }
       if (first + BigInt(hugeSize) > BigInt(Number.MAX_SAFE_INTEGER)) {
-        throw new PhysmemError('ERANGE', `huge page ${i} lies at 0x${first.toString(16)}, above the 2^53 addresses pools can hold`);
+        throw new PhysmemError('ERANGE', `huge page ${i} lies at ${hex(first)}, above the 2^53 addresses pools can hold`);
       }
       phys.push(Number(first));
     }

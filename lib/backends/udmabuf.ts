@@ -26,6 +26,7 @@ import { Mapping, closeFile, openFile } from '../mapping.js';
 import { toPhysmemError } from '../native.js';
 import type { Backend, BackendRange, SyncDirectionCode } from './types.js';
 import { lockRegion, udmabufLockKind, type RegionLock } from '../locks.js';
+import { hex } from '../internal/validate.js';
 
 /** Options of the udmabuf backend. */
 export interface UdmabufBackendOptions {
@@ -124,7 +125,7 @@ export function readUdmabufDevice(name: string, sysfsDir: string, devRoot = '/de
   }
   const size = Number(sizeText);
   if (bus + BigInt(size) > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new PhysmemError('ERANGE', `u-dma-buf device ${name} lies at 0x${bus.toString(16)}, above the 2^53 addresses pools can hold`);
+    throw new PhysmemError('ERANGE', `u-dma-buf device ${name} lies at ${hex(bus)}, above the 2^53 addresses pools can hold`);
   }
   let dmaCoherent = false;
   if (existsSync(join(sysfsDir, 'dma_coherent'))) {
@@ -150,11 +151,8 @@ export function packSyncCommand(offset: number, size: number, direction: SyncDir
     throw invalidArgument(`sync size must be a positive multiple of 16 up to 0xFFFFFFF0, got ${size}`);
   }
   if (direction !== 0 && direction !== 1 && direction !== 2) throw invalidArgument(`sync direction must be 0, 1 or 2, got ${String(direction)}`);
-  return '0x' + hex8(offset) + hex8((size | (direction << 2) | 1) >>> 0);
-}
-
-function hex8(n: number): string {
-  return n.toString(16).toUpperCase().padStart(8, '0');
+  // 64 bits as u-dma-buf prints them: offset in the high word, size | direction | enable in the low one.
+  return hex((BigInt(offset) << 32n) | BigInt((size | (direction << 2) | 1) >>> 0), 16, true);
 }
 
 function openHint(path: string): (code: string) => string | undefined {
@@ -275,7 +273,7 @@ export function openUdmabufBackend(o: UdmabufBackendOptions = {}): Backend {
   const ranges: BackendRange[] = devs.map((d) => ({ start: d.start, size: d.info.size }));
   const find = (phys: number): OpenDevice => {
     for (const d of devs) if (phys >= d.start && phys < d.start + d.info.size) return d;
-    throw new PhysmemError('EFAULT', `address 0x${phys.toString(16)} is outside the u-dma-buf devices of this pool`);
+    throw new PhysmemError('EFAULT', `address ${hex(phys)} is outside the u-dma-buf devices of this pool`);
   };
   let closed = false;
   return {
@@ -297,7 +295,7 @@ export function openUdmabufBackend(o: UdmabufBackendOptions = {}): Backend {
     },
     describe: () =>
       `udmabuf backend: ${n} u-dma-buf device(s) (` +
-      devs.map((d) => `${d.info.name}: ${d.info.size} bytes at bus 0x${d.start.toString(16)}, dma_coherent ${d.info.dmaCoherent ? 1 : 0}`).join('; ') +
+      devs.map((d) => `${d.info.name}: ${d.info.size} bytes at bus ${hex(d.start)}, dma_coherent ${d.info.dmaCoherent ? 1 : 0}`).join('; ') +
       `) via ${devRoot}, ${cache}`,
     lock: devs.find((d) => d.lock !== undefined)?.lock,
     close: () => {
@@ -370,7 +368,7 @@ function syncRange(d: OpenDevice, offset: number, size: number, forDevice: boole
       start += chunk;
       continue;
     }
-    writeAttr(d.info.sysfsDir, 'sync_offset', '0x' + start.toString(16));
+    writeAttr(d.info.sysfsDir, 'sync_offset', hex(start));
     writeAttr(d.info.sysfsDir, 'sync_size', String(end - start));
     writeAttr(d.info.sysfsDir, 'sync_direction', String(direction));
     writeValue(fd, '1', join(d.info.sysfsDir, attr));

@@ -32,10 +32,11 @@ import { PhysmemError, invalidArgument } from '../errors.js';
 import { RangeAllocator } from '../allocator/index.js';
 import { Mapping } from '../mapping.js';
 import { native } from '../native.js';
-import { formatSize, hex } from '../cli/format.js';
+import { formatSize } from '../cli/format.js';
 import { VfioContainer, describeRanges, type IovaRange } from '../vfio/container.js';
 import { checkHugePageSize, mapHugepages } from './hugepage.js';
 import type { Backend, BackendRange } from './types.js';
+import { hex } from '../internal/validate.js';
 
 /** What a vfio pool is opened on: a container, or a device (anything with a `.container`, e.g. VfioDevice). */
 export type VfioPoolTarget = VfioContainer | { readonly container: VfioContainer };

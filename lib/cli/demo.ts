@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 import { openPoolSync } from '../open.js';
 import { nativeAddonSource } from '../native.js';
 import type { PoolAllocOptions, DmaBuffer } from '../pool.js';
-import { formatSize, hex, memoryMap, table } from './format.js';
+import { formatSize, memoryMap, table } from './format.js';
+import { hex } from '../internal/validate.js';
 
 /** What the demo allocates: a size and the options a driver would use for it. */
 const REQUESTS: { label: string; size: number; options: PoolAllocOptions }[] = [

@@ -13,7 +13,8 @@ import { gunzipSync } from 'node:zlib';
 import { discoverRegions } from '../discovery/index.js';
 import { resolveLockDir } from '../locks.js';
 import { nativeAddonSource, native } from '../native.js';
-import { formatSize, hex } from './format.js';
+import { formatSize } from './format.js';
+import { hex } from '../internal/validate.js';
 
 /** Where `physmem doctor` looks (tests point them at a fake tree). */
 export interface DoctorOptions {

@@ -4,11 +4,7 @@
  * @module
  */
 import type { PoolBlock } from '../pool.js';
-
-/** `0x1_0000_0000n` -> `'0x100000000'`. */
-export function hex(n: bigint | number): string {
-  return '0x' + n.toString(16);
-}
+import { hex } from '../internal/validate.js';
 
 /** Bytes as a short human size: `'64 KiB'`, `'1.5 MiB'`. */
 export function formatSize(bytes: number): string {

@@ -6,10 +6,11 @@
  */
 import { adviseReservation, findReservedRegions, readMemoryMaps, type ReservationAdvice } from '../discovery/index.js';
 import { listRegionLocks, type RegionHolder } from '../locks.js';
-import { formatSize, hex, table } from './format.js';
+import { formatSize, table } from './format.js';
 import { iommuLines, iommuReport } from './iommu.js';
 import { NO_DEVMEM_ALTERNATIVES } from '../backends/devmem.js';
 import { existsSync } from 'node:fs';
+import { hex } from '../internal/validate.js';
 
 /** Options of `physmem regions`. */
 export interface RegionsOptions {

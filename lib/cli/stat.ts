@@ -5,8 +5,9 @@
  */
 import { openPoolSync, probeRealBackends, type OpenPoolOptions } from '../open.js';
 import { defaultHugePageSize } from '../backends/hugepage.js';
-import { formatSize, hex, table } from './format.js';
+import { formatSize, table } from './format.js';
 import { iommuLines, iommuReport } from './iommu.js';
+import { hex } from '../internal/validate.js';
 
 /** The backends `physmem stat --backend` can open (vfio needs a device: see docs/vfio.md). */
 export const STAT_BACKENDS = ['auto', 'devmem', 'udmabuf', 'hugepage', 'fake'] as const;

@@ -7,8 +7,9 @@
 import { invalidArgument } from '../errors.js';
 import { LOW_MEMORY_END, descendants, isSystemRam, ramSpans, toFirmware, toIomem, type FirmwareInput } from './common.js';
 import { formatMemSize } from './parse.js';
-import { alignDown, hex, intersect, normalize, overlaps, spanOf, total, type Span } from './ranges.js';
+import { alignDown, intersect, normalize, overlaps, spanOf, total, type Span } from './ranges.js';
 import type { ParsedIomem } from './types.js';
+import { hex } from '../internal/validate.js';
 
 /** Alignment of advised ranges: 2 MiB, so that they suit huge-page-sized buffers too. */
 export const ADVICE_ALIGN = 2n << 20n;

@@ -5,10 +5,10 @@
  */
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { LOW_MEMORY_END, descendants, entryText, isPciWindow, isReserved, isSystemRam, ramSpans, toFirmware, toIomem, type FirmwareInput } from './common.js';
-import { ADDRESS_END, contains, hex, overlaps, spanOf, spanText, subtract, type Span } from './ranges.js';
+import { ADDRESS_END, contains, overlaps, spanOf, spanText, subtract, type Span } from './ranges.js';
 import { formatMemSize } from './parse.js';
 import type { FirmwareRange, IomemEntry, ParsedIomem } from './types.js';
-import { optionNames, optionsChecker } from '../internal/validate.js';
+import { hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link checkExplicitRange}. */
 export interface CheckExplicitRangeOptions {

@@ -4,9 +4,9 @@
  * @module
  */
 import { invalidArgument } from '../errors.js';
-import { isPowerOfTwo } from '../internal/validate.js';
+import { hex, isPowerOfTwo } from '../internal/validate.js';
 import { parseCmdline, parseFirmwareMemmap, parseIomem } from './parse.js';
-import { hex, type Span } from './ranges.js';
+import { type Span } from './ranges.js';
 import type { FirmwareRange, IomemEntry, ParsedCmdline, ParsedIomem, RawFirmwareEntry } from './types.js';
 
 /**

@@ -10,6 +10,7 @@
  */
 import { invalidArgument } from '../errors.js';
 import type { FirmwareRange, IomemEntry, MemOption, ParsedCmdline, ParsedIomem, RawFirmwareEntry } from './types.js';
+import { hex } from '../internal/validate.js';
 
 const U64_MASK = (1n << 64n) - 1n;
 
@@ -171,10 +172,10 @@ function parseMemmapItem(item: string, problems: string[]): MemOption | undefine
     if (start.end === size.end + 1) {
       problems.push(`${text}: no start address after '${c}': the kernel uses 0`);
     } else if (octal(size.end + 1)) {
-      problems.push(`${text}: the start has a leading 0, which is octal to the kernel (read as ${'0x' + start.value.toString(16)}); use 0x for hex`);
+      problems.push(`${text}: the start has a leading 0, which is octal to the kernel (read as ${hex(start.value)}); use 0x for hex`);
     }
     if (start.end < item.length) {
-      problems.push(`${text}: the kernel stops reading at ${JSON.stringify(item.slice(start.end))} (it still applies ${formatMemSize(size.value)}${c}0x${start.value.toString(16)})`);
+      problems.push(`${text}: the kernel stops reading at ${JSON.stringify(item.slice(start.end))} (it still applies ${formatMemSize(size.value)}${c}${hex(start.value)})`);
     }
     return { text, param: 'memmap', kind, size: size.value, start: start.value };
   }
@@ -211,7 +212,7 @@ function parseMemmapItem(item: string, problems: string[]): MemOption | undefine
     } else {
       why = `${JSON.stringify(rest)} is not @, #, $, ! or %`;
     }
-    problems.push(`${text}: the kernel read this as memmap=${formatMemSize(size.value)}, an address limit like mem=${formatMemSize(size.value)} (${why}); nothing was reserved and RAM above ${'0x' + size.value.toString(16)} is not used`);
+    problems.push(`${text}: the kernel read this as memmap=${formatMemSize(size.value)}, an address limit like mem=${formatMemSize(size.value)} (${why}); nothing was reserved and RAM above ${hex(size.value)} is not used`);
   }
   return { text, param: 'memmap', kind: 'limit', size: size.value };
 }

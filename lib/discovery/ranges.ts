@@ -1,3 +1,4 @@
+import { hex } from '../internal/validate.js';
 /**
  * Interval arithmetic on physical address ranges (internal). Spans are
  * half-open `[start, end)` so that empty and adjacent ranges are easy; the
@@ -13,11 +14,6 @@ export interface Span {
 
 /** One past the highest 64-bit address. */
 export const ADDRESS_END = 1n << 64n;
-
-/** `0x18000000n` -> `'0x18000000'`. */
-export function hex(n: bigint): string {
-  return '0x' + n.toString(16);
-}
 
 /** A span as the kernel prints ranges: `0x18000000-0x1ffdffff` (inclusive end). */
 export function spanText(s: Span): string {

@@ -8,12 +8,13 @@
 import { invalidArgument } from '../errors.js';
 
 /**
- * `0x` plus lower-case hex digits, zero-padded to `width` digits when given.
+ * `0x` plus hex digits, zero-padded to `width` digits when given.
  * @param n - a non-negative integer (number or bigint).
  * @param width - minimum number of digits (default: none).
+ * @param upper - upper-case digits (default false: lower case), as some kernel interfaces print them.
  */
-export function hex(n: number | bigint, width = 0): string {
-  const digits = n.toString(16);
+export function hex(n: number | bigint, width = 0, upper = false): string {
+  const digits = upper ? n.toString(16).toUpperCase() : n.toString(16);
   return '0x' + (width > digits.length ? digits.padStart(width, '0') : digits);
 }
 

@@ -36,7 +36,7 @@ import {
   type PciDeviceInfo,
   type PciResource,
 } from './sysfs.js';
-import { optionNames, optionsChecker } from '../internal/validate.js';
+import { hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link PciDevice.open}. */
 export interface PciOpenOptions {
@@ -129,10 +129,6 @@ const openDevices = new Set<PciDevice>();
 process.once('exit', () => {
   for (const d of [...openDevices]) d.close();
 });
-
-function hex(n: number, width = 0): string {
-  return '0x' + n.toString(16).padStart(width, '0');
-}
 
 /**
  * One PCI function, opened through `/sys/bus/pci/devices/<bdf>/`.

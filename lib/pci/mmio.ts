@@ -6,6 +6,7 @@
 import { PhysmemError } from '../errors.js';
 import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native, type NativeAddon } from '../native.js';
+import { hex } from '../internal/validate.js';
 
 const MAX_U64 = (1n << 64n) - 1n;
 const MIN_I64 = -(1n << 63n);
@@ -371,7 +372,7 @@ export class Mmio {
 }
 
 function describeOffset(offset: unknown): string {
-  return typeof offset === 'number' && Number.isInteger(offset) && offset >= 0 ? '0x' + offset.toString(16) : String(offset);
+  return typeof offset === 'number' && Number.isInteger(offset) && offset >= 0 ? hex(offset) : String(offset);
 }
 
 // Store values: unsigned of the width, or its two's complement from a negative of the width.

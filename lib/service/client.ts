@@ -38,7 +38,7 @@ import {
   type WireStats,
 } from './protocol.js';
 import type { BackendName } from '../backends/types.js';
-import { checkBoolean, closestName, describeValue, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, closestName, describeValue, hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of a pool served by a daemon. */
 export interface ServicePoolOptions {
@@ -255,7 +255,7 @@ export class ServiceBuffer {
    */
   free(): Promise<void> {
     if (this.bytes.byteLength === 0) {
-      return Promise.reject(new PhysmemError('EINVAL', `buffer at 0x${this.phys.toString(16)} was already freed`, { hint: 'free each buffer once' }));
+      return Promise.reject(new PhysmemError('EINVAL', `buffer at ${hex(this.phys)} was already freed`, { hint: 'free each buffer once' }));
     }
     this.unmap();
     return this.#pool.freeBlock(this);

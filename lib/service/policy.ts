@@ -21,6 +21,7 @@ import { WaitQueue, type WaitNode } from '../wait-queue.js';
 import { MAX_FRAME, PROTOCOL_VERSION, encodeBlock, encodeDone, type AllocRequest, type BlockInfo, type BlockReply, type Reply, type Request, type ServiceBlock, type WireStats } from './protocol.js';
 import { newToken, writeJournal, type JournalBlock, type JournalData } from './journal.js';
 import type { ServiceMemory } from './memory.js';
+import { hex } from '../internal/validate.js';
 
 /** Owner tag of named buffers: they outlive their creator, so no client's tag fits. Client ids start at 1. */
 export const NAMED_OWNER = 0;
@@ -403,10 +404,10 @@ export class ServicePolicy {
     const rec = this.#blocks.get(addr);
     if (rec === undefined || !holds(rec, peer.id)) {
       if (rec !== undefined) {
-        this.#o.log(`event=free-refused client=${peer.id} pid=${peer.cred.pid} phys=0x${addr.toString(16)}`);
-        throw new PhysmemError('EPERM', `the block at physical 0x${addr.toString(16)} belongs to another client`, { hint: 'free only blocks this connection allocated' });
+        this.#o.log(`event=free-refused client=${peer.id} pid=${peer.cred.pid} phys=${hex(addr)}`);
+        throw new PhysmemError('EPERM', `the block at physical ${hex(addr)} belongs to another client`, { hint: 'free only blocks this connection allocated' });
       }
-      throw new PhysmemError('EINVAL', `no block of this client starts at physical 0x${phys.toString(16)}`, { hint: 'pass the exact phys of a live buffer (double free?)' });
+      throw new PhysmemError('EINVAL', `no block of this client starts at physical ${hex(phys)}`, { hint: 'pass the exact phys of a live buffer (double free?)' });
     }
     peer.held.delete(addr);
     if (this.#letGo(rec, peer.id)) this.#release(rec);
@@ -498,7 +499,7 @@ export class ServicePolicy {
         /* reported below */
       }
       if (got !== addr) {
-        throw new PhysmemError('EIO', `the journal's block at 0x${addr.toString(16)} (${b.size} bytes) lies outside the pool or overlaps another`, {
+        throw new PhysmemError('EIO', `the journal's block at ${hex(addr)} (${b.size} bytes) lies outside the pool or overlaps another`, {
           path,
           hint: 'the journal does not match this memory: restart with the same options as before, or move the journal away (its blocks are then lost)',
         });
@@ -704,13 +705,13 @@ export class ServicePolicy {
     let quarantined = 0;
     let orphans = 0;
     for (const [addr, rec] of this.#blocks) {
-      const hex = `0x${addr.toString(16)}`;
+      const at = hex(addr);
       let tag: number;
       if (rec.state === 'held') {
         tag = rec.holders === undefined ? rec.client : NAMED_OWNER;
         const ids = rec.holders === undefined ? [rec.client] : [...rec.holders];
-        if (ids.length === 0) throw bad(`block ${hex} is held by nobody`);
-        for (const id of ids) if (!this.#peers.get(id)?.held.has(addr)) throw bad(`client ${id} holds ${hex} but does not list it`);
+        if (ids.length === 0) throw bad(`block ${at} is held by nobody`);
+        for (const id of ids) if (!this.#peers.get(id)?.held.has(addr)) throw bad(`client ${id} holds ${at} but does not list it`);
         if (rec.name !== undefined && this.#names.get(rec.name) !== rec) throw bad(`named buffer '${rec.name}' is not indexed`);
       } else if (rec.state === 'quarantined') {
         tag = rec.client;
@@ -718,14 +719,14 @@ export class ServicePolicy {
       } else {
         tag = ORPHAN_OWNER;
         orphans++;
-        if (this.#orphans.get(rec.token) !== rec) throw bad(`restored block ${hex} is not indexed by its token`);
+        if (this.#orphans.get(rec.token) !== rec) throw bad(`restored block ${at} is not indexed by its token`);
       }
-      if (this.#alloc.ownerOf(addr) !== tag) throw bad(`block ${hex} (${rec.state}) has owner tag ${this.#alloc.ownerOf(addr)}, expected ${tag}`);
+      if (this.#alloc.ownerOf(addr) !== tag) throw bad(`block ${at} (${rec.state}) has owner tag ${this.#alloc.ownerOf(addr)}, expected ${tag}`);
     }
     for (const peer of this.#peers.values()) {
       for (const addr of peer.held) {
         const rec = this.#blocks.get(addr);
-        if (rec === undefined || !holds(rec, peer.id)) throw bad(`client ${peer.id} lists 0x${addr.toString(16)} but does not hold it`);
+        if (rec === undefined || !holds(rec, peer.id)) throw bad(`client ${peer.id} lists ${hex(addr)} but does not hold it`);
       }
     }
     if (quarantined !== this.#quarantinedBlocks) throw bad(`${quarantined} blocks are quarantined but the count says ${this.#quarantinedBlocks}`);

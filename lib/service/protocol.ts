@@ -41,7 +41,7 @@
 import { PhysmemError } from '../errors.js';
 import type { BackendName } from '../backends/types.js';
 import type { PoolStats } from '../pool.js';
-import { MAX_TIMEOUT_MS, isPowerOfTwo } from '../internal/validate.js';
+import { hex, isPowerOfTwo, MAX_TIMEOUT_MS } from '../internal/validate.js';
 
 /** Protocol version carried in every frame. A daemon refuses other versions. */
 export const PROTOCOL_VERSION = 2;
@@ -487,7 +487,7 @@ export function parseBinaryRequest(b: Buffer, o: number, end: number): DecodeRes
     if (id === 0) return bad(`id must be an integer in [1, ${MAX_ID}]`);
     return { kind: 'message', message: { op: 'free', id, phys: b.readBigUInt64LE(o + 8), binary: true } };
   }
-  return { kind: 'invalid', id: 0, code: 'EPROTO', message: `unknown binary request type 0x${type.toString(16)}` };
+  return { kind: 'invalid', id: 0, code: 'EPROTO', message: `unknown binary request type ${hex(type)}` };
 }
 
 /** Validate a binary reply body (BLOCK or DONE), `b[o, end)`, client side. Never throws. */
@@ -510,7 +510,7 @@ export function parseBinaryReply(b: Buffer, o: number, end: number): DecodeResul
     if (b[o + 1] !== 0) r.name = b.toString('latin1', o + BLOCK_BYTES, end);
     return { kind: 'message', message: r };
   }
-  return { kind: 'fatal', code: 'EPROTO', message: `the daemon sent a malformed binary reply (type 0x${type.toString(16)}, ${length} bytes)` };
+  return { kind: 'fatal', code: 'EPROTO', message: `the daemon sent a malformed binary reply (type ${hex(type)}, ${length} bytes)` };
 }
 
 const NAME_RULE = 'name must be 1 to 64 of A-Z a-z 0-9 . _ -';

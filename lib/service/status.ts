@@ -5,7 +5,7 @@
  */
 import { ServicePool } from './client.js';
 import type { ServiceBlock } from './protocol.js';
-import { hex } from '../cli/format.js';
+import { hex } from '../internal/validate.js';
 
 /** One entry of the memory map: a block, or free space between blocks. */
 export interface StatusMapEntry {
@@ -149,7 +149,7 @@ function buildReport(
 
 /** The report as text: summary, clients, then one line per map entry. */
 export function formatStatus(r: StatusReport): string {
-  const addr = (d: string) => '0x' + BigInt(d).toString(16).padStart(9, '0');
+  const addr = (d: string) => hex(BigInt(d), 9);
   const lines = [
     `daemon pid ${r.daemonPid} on ${r.socket} (${r.backend} backend)`,
     `total ${r.total} bytes, used ${r.used}, free ${r.free} in ${r.fragments} fragment(s), largest free ${r.largestFree}`,
@@ -205,7 +205,7 @@ function entryFill(m: StatusMapEntry): string {
 }
 
 function entryTitle(m: StatusMapEntry): string {
-  return `<title>0x${BigInt(m.phys).toString(16)}: ${xmlEscape(`${describeEntry(m)}, ${m.size} bytes`)}</title>`;
+  return `<title>${hex(BigInt(m.phys))}: ${xmlEscape(`${describeEntry(m)}, ${m.size} bytes`)}</title>`;
 }
 
 /** A named buffer's mark: a black triangle pointing down at the block, centred on x. */
@@ -251,10 +251,6 @@ function mapRanges(map: StatusMapEntry[]): MapRange[] {
   return out;
 }
 
-function hexLabel(a: bigint): string {
-  return '0x' + a.toString(16);
-}
-
 /** A hex address label; ~6 px a character at font-size 10. */
 function tick(x: number, y: number, label: string, anchor: 'start' | 'middle' | 'end'): string {
   return `<line class="tick" x1="${x}" y1="${y}" x2="${x}" y2="${y + 5}" stroke="#000"/>` +
@@ -263,8 +259,8 @@ function tick(x: number, y: number, label: string, anchor: 'start' | 'middle' | 
 
 /** The gap glyph: a dashed box of thin diagonal lines, tooltip naming the hole. */
 function gapGlyph(x: number, y: number, w: number, h: number, from: bigint, to: bigint): string {
-  return `<rect data-gap="${hexLabel(from)}" x="${x}" y="${y}" width="${w}" height="${h}" fill="url(#gap)" stroke="#777" stroke-dasharray="2 2">` +
-    `<title>${hexLabel(from)}-${hexLabel(to)}: gap between ranges, not in the pool (${to - from} bytes)</title></rect>`;
+  return `<rect data-gap="${hex(from)}" x="${x}" y="${y}" width="${w}" height="${h}" fill="url(#gap)" stroke="#777" stroke-dasharray="2 2">` +
+    `<title>${hex(from)}-${hex(to)}: gap between ranges, not in the pool (${to - from} bytes)</title></rect>`;
 }
 
 /**
@@ -321,15 +317,15 @@ export function renderStatusSvg(r: StatusReport): string {
       if (m.name !== undefined) marks.push(namedMark(x0 + w / 2, ovTop, m.name));
     }
     // Ticks: the range's start, then power-of-two multiples at least 90 px apart, labels clear of the ends'.
-    ticks.push(tick(rx, ovTop + ovH, hexLabel(g.start), 'start'));
+    ticks.push(tick(rx, ovTop + ovH, hex(g.start), 'start'));
     let step = 1n;
     while (Number(step) * (rw / g.size) < 90) step *= 2n;
     const end = g.start + BigInt(g.size);
     for (let a = ((g.start + step) / step) * step; a < end; a += step) {
       const x = Math.round(at(a));
-      if (x - rx >= 110 && rx + rw - x >= (gi === ranges.length - 1 ? 110 : 40)) ticks.push(tick(x, ovTop + ovH, hexLabel(a), 'middle'));
+      if (x - rx >= 110 && rx + rw - x >= (gi === ranges.length - 1 ? 110 : 40)) ticks.push(tick(x, ovTop + ovH, hex(a), 'middle'));
     }
-    if (gi === ranges.length - 1) ticks.push(tick(rx + rw, ovTop + ovH, hexLabel(end), 'end'));
+    if (gi === ranges.length - 1) ticks.push(tick(rx + rw, ovTop + ovH, hex(end), 'end'));
     rx += rw + GAP_PX;
   });
   out.push('</g>', ...marks, ...ticks);
@@ -386,7 +382,7 @@ export function renderStatusSvg(r: StatusReport): string {
       dRects.push(`<rect data-entry="${it.i}" data-state="${m.state}"${part} x="${px}" y="${rowY(row)}" width="${piece - SEP}" height="${barH}" fill="${entryFill(m)}">${entryTitle(m)}</rect>`);
       if (first) {
         if (m.name !== undefined) dMarks.push(namedMark(px + (piece - SEP) / 2, rowY(row), m.name));
-        const label = hexLabel(BigInt(m.phys));
+        const label = hex(BigInt(m.phys));
         if (px >= labelEnd + 10 && px + label.length * 6 <= X0 + PW) {
           dTicks.push(tick(px, rowY(row) + barH, label, 'start'));
           labelEnd = px + label.length * 6;

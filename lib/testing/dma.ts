@@ -5,7 +5,7 @@
  */
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { Pool, kDeviceAccess } from '../pool.js';
-import { describeValue } from '../internal/validate.js';
+import { describeValue, hex } from '../internal/validate.js';
 
 /** A DMA transfer that touched memory outside a live allocation. */
 export interface DmaViolation {
@@ -65,11 +65,11 @@ export class FakeDmaDevice {
     let reason: string | undefined;
     if (block === undefined) reason = 'not inside a live allocation (freed, never allocated, or a wrong address?)';
     else if (phys + BigInt(length) > block.phys + BigInt(block.size)) {
-      reason = `runs past the end of the ${block.size}-byte block at bus 0x${this.#pool.toBus(block.phys).toString(16)}`;
+      reason = `runs past the end of the ${block.size}-byte block at bus ${hex(this.#pool.toBus(block.phys))}`;
     }
     if (reason !== undefined) {
       this.violations.push({ op, bus, length, reason });
-      throw new PhysmemError('EFAULT', `DMA ${op} of ${length} bytes at bus 0x${bus.toString(16)} ${reason}`, {
+      throw new PhysmemError('EFAULT', `DMA ${op} of ${length} bytes at bus ${hex(bus)} ${reason}`, {
         hint: 'the driver handed the device an address it does not own',
       });
     }

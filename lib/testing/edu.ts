@@ -6,7 +6,7 @@
 import type { Pool } from '../pool.js';
 import { invalidArgument } from '../errors.js';
 import { FakePciDevice, type FakePciDeviceOptions, type RegisterAccess } from './pci.js';
-import { checkBoolean, describeValue, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, describeValue, hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link FakeEdu}. */
 export interface FakeEduOptions {
@@ -122,7 +122,7 @@ export class FakeEdu extends FakePciDevice {
       case 0x90: return this.#dma.cnt;
       case 0x98: return this.#dma.cmd;
       default:
-        this.violation('register', `edu has no register at 0x${a.offset.toString(16)} (read${a.width * 8})`);
+        this.violation('register', `edu has no register at ${hex(a.offset)} (read${a.width * 8})`);
         return -1n;
     }
   }
@@ -153,7 +153,7 @@ export class FakeEdu extends FakePciDevice {
       case 0x88:
       case 0x90:
         if (this.#dma.cmd & DMA_RUN) {
-          this.violation('device', `DMA register 0x${a.offset.toString(16)} written while a transfer runs: edu ignores it`);
+          this.violation('device', `DMA register ${hex(a.offset)} written while a transfer runs: edu ignores it`);
           return;
         }
         if (a.offset === 0x80) this.#dma.src = val;
@@ -170,7 +170,7 @@ export class FakeEdu extends FakePciDevice {
         this.#startDma(a);
         return;
       default:
-        this.violation('register', `edu has no register at 0x${a.offset.toString(16)} (write${a.width * 8})`);
+        this.violation('register', `edu has no register at ${hex(a.offset)} (write${a.width * 8})`);
     }
   }
 
@@ -219,7 +219,7 @@ export class FakeEdu extends FakePciDevice {
     if (now === undefined) return;
     const changed = now.findIndex((b, i) => b !== atDoorbell[i]);
     if (changed >= 0) {
-      this.violation('ordering', `memory at bus 0x${(bus + BigInt(changed)).toString(16)} changed between the DMA start and the transfer: the driver wrote the data after ringing (or while the device read it); the device used the older bytes`);
+      this.violation('ordering', `memory at bus ${hex((bus + BigInt(changed)))} changed between the DMA start and the transfer: the driver wrote the data after ringing (or while the device read it); the device used the older bytes`);
     }
     this.buffer.set(atDoorbell, bufOffset);
   }
@@ -231,7 +231,7 @@ export class FakeEdu extends FakePciDevice {
     const hi = BigInt(DMA_START + DMA_SIZE);
     const ok = this.#offByOne ? start >= lo && start < hi && end > start && end < hi : start >= lo && end >= start && end <= hi;
     if (!ok && report) {
-      const range = `EDU: DMA range 0x${start.toString(16)}-0x${(end - 1n).toString(16)} out of bounds (0x${lo.toString(16)}-0x${(hi - 1n).toString(16)})`;
+      const range = `EDU: DMA range ${hex(start)}-${hex((end - 1n))} out of bounds (${hex(lo)}-${hex((hi - 1n))})`;
       if (this.#offByOne) {
         this.dead = true;
         this.violation('device', `${range}: QEMU 7.2 stops the whole VM here (hw_error${end === hi ? '; a transfer ending exactly at 0x41000 is refused by its off-by-one check, QEMU issue 1254' : ''})`);
@@ -244,7 +244,7 @@ export class FakeEdu extends FakePciDevice {
 
   #clamp(addr: bigint): bigint {
     const res = addr & this.#dmaMask;
-    if (res !== addr) this.violation('device', `EDU: DMA address 0x${addr.toString(16)} is outside dma_mask 0x${this.#dmaMask.toString(16)}; QEMU clamps it to 0x${res.toString(16)}`);
+    if (res !== addr) this.violation('device', `EDU: DMA address ${hex(addr)} is outside dma_mask ${hex(this.#dmaMask)}; QEMU clamps it to ${hex(res)}`);
     return res;
   }
 }

@@ -22,7 +22,7 @@ import {
   type WaitInterruptOptions,
 } from '../vfio/irq.js';
 import { FakeDmaDevice } from './dma.js';
-import { checkBoolean, describeValue, isPowerOfTwo, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, describeValue, hex, isPowerOfTwo, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Width of one register access in bytes. */
 export type RegisterWidth = 1 | 2 | 4 | 8;
@@ -213,7 +213,7 @@ export class FakePciDevice implements InterruptSource, Disposable {
   checkOrdered(access: RegisterAccess, what: string): boolean {
     this.#barrierMark = writeBarrierCount();
     if (!access.ordered) {
-      this.violation('ordering', `${what}: relaxed write at 0x${access.offset.toString(16)} of BAR ${access.bar} with no write barrier (dmaWmb/wmb) since the device last read memory; the device may see stale descriptors or data`);
+      this.violation('ordering', `${what}: relaxed write at ${hex(access.offset)} of BAR ${access.bar} with no write barrier (dmaWmb/wmb) since the device last read memory; the device may see stale descriptors or data`);
     }
     return access.ordered;
   }
@@ -446,8 +446,8 @@ export class FakePciDevice implements InterruptSource, Disposable {
     const h = this.#handlerAt(bar, offset);
     const access: RegisterAccess = { bar, offset, width, ordered: true };
     let v: number | bigint | undefined;
-    if (h === undefined) this.violation('register', `read${width * 8} at 0x${offset.toString(16)} of BAR ${bar}: no register there`);
-    else if (!h.widths!.includes(width) || offset + width > h.offset + h.size!) this.violation('register', `read${width * 8} at 0x${offset.toString(16)} of BAR ${bar}: the register takes ${h.widths!.join('/')}-byte accesses`);
+    if (h === undefined) this.violation('register', `read${width * 8} at ${hex(offset)} of BAR ${bar}: no register there`);
+    else if (!h.widths!.includes(width) || offset + width > h.offset + h.size!) this.violation('register', `read${width * 8} at ${hex(offset)} of BAR ${bar}: the register takes ${h.widths!.join('/')}-byte accesses`);
     else if (h.read) v = h.read(access);
     if (width === 8) return v === undefined ? ALL_ONES_64 : BigInt.asUintN(64, BigInt(v));
     return v === undefined ? ONES[width] : Number(BigInt.asUintN(width * 8, BigInt(v)));
@@ -456,8 +456,8 @@ export class FakePciDevice implements InterruptSource, Disposable {
   #write(bar: number, offset: number, width: RegisterWidth, value: number | bigint, release: boolean): void {
     const h = this.#handlerAt(bar, offset);
     const access: RegisterAccess = { bar, offset, width, ordered: release || writeBarrierCount() !== this.#barrierMark };
-    if (h === undefined) this.violation('register', `write${width * 8} at 0x${offset.toString(16)} of BAR ${bar}: no register there`);
-    else if (!h.widths!.includes(width) || offset + width > h.offset + h.size!) this.violation('register', `write${width * 8} at 0x${offset.toString(16)} of BAR ${bar}: the register takes ${h.widths!.join('/')}-byte accesses; the write is lost`);
+    if (h === undefined) this.violation('register', `write${width * 8} at ${hex(offset)} of BAR ${bar}: no register there`);
+    else if (!h.widths!.includes(width) || offset + width > h.offset + h.size!) this.violation('register', `write${width * 8} at ${hex(offset)} of BAR ${bar}: the register takes ${h.widths!.join('/')}-byte accesses; the write is lost`);
     else h.write?.(value, access);
   }
 

@@ -14,8 +14,8 @@ import { readFileSync } from 'node:fs';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { openFile, closeFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
-import { formatSize, hex } from '../cli/format.js';
-import { optionNames, optionsChecker } from '../internal/validate.js';
+import { formatSize } from '../cli/format.js';
+import { hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** A range of IOVAs, `end` inclusive (as the kernel reports them). */
 export interface IovaRange {

@@ -25,7 +25,7 @@ import {
   type WaitInterruptOptions,
   type InterruptsOptions,
 } from './irq.js';
-import { optionNames, optionsChecker } from '../internal/validate.js';
+import { hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** VFIO_PCI_CONFIG_REGION_INDEX. */
 export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
@@ -464,7 +464,7 @@ export class VfioDevice extends EventEmitter<VfioDeviceEvents> implements Interr
   #cfgCheck(offset: number, width: number, op: string): void {
     if (!Number.isInteger(offset) || offset % width !== 0) throw invalidArgument(`${op}${width * 8}: offset must be an integer multiple of ${width}, got ${String(offset)}`);
     if (offset < 0 || offset + width > this.#configSize) {
-      throw new PhysmemError('ERANGE', `${op}${width * 8}: offset 0x${offset.toString(16)} is outside config space (${this.#configSize} bytes)`, { path: this.groupPath });
+      throw new PhysmemError('ERANGE', `${op}${width * 8}: offset ${hex(offset)} is outside config space (${this.#configSize} bytes)`, { path: this.groupPath });
     }
   }
 
