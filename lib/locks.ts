@@ -29,7 +29,7 @@ import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSyn
 import { join, resolve } from 'node:path';
 import { PhysmemError, invalidArgument } from './errors.js';
 import { native, toPhysmemError } from './native.js';
-import { hex, optionNames, optionsChecker } from './internal/validate.js';
+import { describeValue, hex, optionNames, optionsChecker } from './internal/validate.js';
 
 /** The lock directory when neither the option nor `$PHYSMEM_LOCK_DIR` says otherwise. */
 export const DEFAULT_LOCK_DIR = '/run/physmem';
@@ -73,7 +73,7 @@ function checkKind(kind: unknown): string {
  * @throws {PhysmemError} EINVAL when `dir` is not a non-empty string.
  */
 export function resolveLockDir(dir?: string): string {
-  if (dir !== undefined && (typeof dir !== 'string' || dir === '')) throw invalidArgument(`lockDir must be a non-empty path, got ${JSON.stringify(dir)}`);
+  if (dir !== undefined && (typeof dir !== 'string' || dir === '')) throw invalidArgument(`lockDir must be a non-empty path, got ${describeValue(dir)}`);
   return resolve(dir ?? (process.env[LOCK_DIR_ENV] || DEFAULT_LOCK_DIR));
 }
 

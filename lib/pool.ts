@@ -272,7 +272,7 @@ export class Pool {
     this.fallbackReason = fallbackReason;
     this.#alloc = new RangeAllocator(backend.ranges.map((r) => ({ start: r.start, size: r.size })));
     this.#largestRange = Math.max(...backend.ranges.map((r) => r.size));
-    const mode = options.leakCheck ?? (process.env.PHYSMEM_TRACE_ALLOCATIONS === '1' ? 'trace' : 'warn');
+    const mode = options.leakCheck === undefined ? (process.env.PHYSMEM_TRACE_ALLOCATIONS === '1' ? 'trace' : 'warn') : options.leakCheck;
     if (mode !== 'off' && mode !== 'warn' && mode !== 'trace') throw invalidArgument(`leakCheck must be 'off', 'warn' or 'trace', got ${String(mode)}`);
     this.#sites = mode === 'trace' ? new Map() : undefined;
     this.#leaks = mode === 'off' ? undefined : new LeakWatch((addr) => this.#reportLeak(addr));

@@ -44,12 +44,12 @@ export const FAKE_DEFAULT_PHYS_BASE = 0x1_0000_0000n;
 export function openFakeBackend(options: FakeBackendOptions = {}): Backend {
   const n = native();
   const page = n.pageSize();
-  const size = options.size ?? FAKE_DEFAULT_SIZE;
+  const size = options.size === undefined ? FAKE_DEFAULT_SIZE : options.size; // null is a bad size, not the default
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) {
     throw invalidArgument(`size must be a positive integer number of bytes, got ${String(size)}`);
   }
   const rounded = Math.ceil(size / page) * page;
-  const physBase = toAddressNumber(options.physBase ?? FAKE_DEFAULT_PHYS_BASE, 'physBase');
+  const physBase = toAddressNumber(options.physBase === undefined ? FAKE_DEFAULT_PHYS_BASE : options.physBase, 'physBase');
   if (physBase % page !== 0) throw invalidArgument(`physBase must be a multiple of the page size (${page}), got ${hex(physBase)}`);
   if (physBase + rounded > Number.MAX_SAFE_INTEGER) throw invalidArgument('physBase + size must stay below 2^53');
   const busOffset = toBusOffset(options.busOffset);

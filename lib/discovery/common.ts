@@ -4,7 +4,7 @@
  * @module
  */
 import { invalidArgument } from '../errors.js';
-import { hex, isPowerOfTwo } from '../internal/validate.js';
+import { describeValue, hex, isPowerOfTwo } from '../internal/validate.js';
 import { parseCmdline, parseFirmwareMemmap, parseIomem } from './parse.js';
 import { type Span } from './ranges.js';
 import type { FirmwareRange, IomemEntry, ParsedCmdline, ParsedIomem, RawFirmwareEntry } from './types.js';
@@ -21,18 +21,36 @@ export type FirmwareInput = readonly FirmwareRange[] | readonly RawFirmwareEntry
 
 /** Parsed firmware entries, sorted by address, from parsed or raw input. @throws {PhysmemError} EINVAL when raw entries do not parse. */
 export function toFirmware(f: FirmwareInput): FirmwareRange[] {
-  if (f.length > 0 && typeof f[0].start === 'string') return parseFirmwareMemmap(f as readonly RawFirmwareEntry[]);
+  if (!Array.isArray(f)) throw invalidArgument(`firmware must be an array of firmware map entries, got ${describeValue(f)}`, 'pass readMemoryMaps().firmware, or { start, end, type } entries');
+  const raw = f.length > 0 && typeof (f[0] as { start?: unknown } | null)?.start === 'string';
+  const want = raw ? 'string' : 'bigint';
+  f.forEach((e: unknown, i) => {
+    const r = e as { start?: unknown; end?: unknown; type?: unknown } | null;
+    if (typeof r !== 'object' || r === null || typeof r.start !== want || typeof r.end !== want || typeof r.type !== 'string') {
+      throw invalidArgument(`firmware[${i}] must be { start, end, type } with ${want} start and end, like the others, got ${describeValue(e)}`);
+    }
+  });
+  if (raw) return parseFirmwareMemmap(f as readonly RawFirmwareEntry[]);
   return [...(f as readonly FirmwareRange[])].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
 }
 
 /** Parsed /proc/iomem from parsed input or text. */
 export function toIomem(i: ParsedIomem | string): ParsedIomem {
-  return typeof i === 'string' ? parseIomem(i) : i;
+  if (typeof i === 'string') return parseIomem(i);
+  if (typeof i !== 'object' || i === null || !Array.isArray(i.entries) || !Array.isArray(i.flat)) {
+    throw invalidArgument(`iomem must be the text of /proc/iomem or parseIomem()'s result, got ${describeValue(i)}`);
+  }
+  return i;
 }
 
 /** Parsed command line from parsed input or text; empty when undefined. */
 export function toCmdline(c: ParsedCmdline | string | undefined): ParsedCmdline {
-  return c === undefined ? parseCmdline('') : typeof c === 'string' ? parseCmdline(c) : c;
+  if (c === undefined) return parseCmdline('');
+  if (typeof c === 'string') return parseCmdline(c);
+  if (typeof c !== 'object' || c === null || !Array.isArray(c.options)) {
+    throw invalidArgument(`cmdline must be the kernel command line or parseCmdline()'s result, got ${describeValue(c)}`);
+  }
+  return c;
 }
 
 /** `System RAM` (the firmware map's and /proc/iomem's name for usable RAM). */

@@ -163,6 +163,7 @@ export class FakePciDevice implements InterruptSource, Disposable {
     });
     const latency = options.latencyReads ?? 2;
     if (!Number.isInteger(latency) || latency < 1) throw invalidArgument(`latencyReads must be a positive integer, got ${String(latency)}`);
+    if (options.bdf !== undefined && typeof options.bdf !== 'string') throw invalidArgument(`new FakePciDevice() bdf must be a PCI address string such as '0000:00:05.0', got ${describeValue(options.bdf)}`);
     this.bdf = options.bdf ?? '0000:00:00.0';
     this.dma = new FakeDmaDevice(options.pool);
     this.#bars = [...options.bars];
