@@ -13,7 +13,7 @@ import { PhysmemError } from './errors.js';
 import type { Backend } from './backends/types.js';
 import { Pool, type PoolCommonOptions } from './pool.js';
 import { openServicePool, type ServicePool, type ServicePoolOptions } from './service/client.js';
-import { closestName, describeValue, optionNames, optionsChecker } from './internal/validate.js';
+import { checkBoolean, closestName, describeValue, optionNames, optionsChecker } from './internal/validate.js';
 
 /** Options of a pool on the fake backend (memfd memory, synthetic physical addresses). */
 export interface FakePoolOptions extends FakeBackendOptions, PoolCommonOptions {
@@ -177,6 +177,7 @@ function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReas
     case 'vfio':
       return { backend: openVfioBackend(options as VfioPoolOptions) };
     case 'auto': {
+      checkBoolean((options as AutoPoolOptions).quiet, 'quiet', "openPool({ backend: 'auto' })");
       const { backend: real, probes } = tryRealBackends((options as AutoPoolOptions).size);
       if (real) return { backend: real };
       const reason = 'no real DMA memory found: ' + probes.map((p) => `${p.name}: ${p.reason}`).join('; ');

@@ -388,6 +388,30 @@ describe('unknown option names on entry points that need hardware (refused befor
   });
   refuses('checkExplicitRange', ['allowDeviceMemory'], (o) => checkExplicitRange(0x1000_0000n, 0x1000n, [], '', o));
   refuses('findReservedRegions', ['firmware', 'iomem', 'cmdline', 'pageSize'], (o) => findReservedRegions({ firmware: [], iomem: '', ...o } as never));
+
+  it('a non-boolean where a boolean belongs is EINVAL naming the option, before anything is opened', async () => {
+    const calls: [string, (v: unknown) => unknown][] = [
+      ['lock', (v) => PciDevice.open('0000:00:01.0', { lock: v as boolean })],
+      ['quiesce', (v) => PciDevice.open('0000:00:01.0', { quiesce: v as boolean })],
+      ['allowDeviceMemory', (v) => checkExplicitRange(0x1000_0000n, 0x1000n, [], '', { allowDeviceMemory: v as boolean })],
+      ['allowDeviceMemory', (v) => openPoolSync({ backend: 'devmem', allowDeviceMemory: v as boolean })],
+      ['quiesceOrphans', (v) => openPoolSync({ backend: 'hugepage', quiesceOrphans: v as boolean })],
+      ['quiet', (v) => openPoolSync({ backend: 'auto', quiet: v as boolean })],
+      ['mapBlocks', (v) => ServicePool.connect(join(tmp, 'never.sock'), { mapBlocks: v as boolean })],
+    ];
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...calls), anyValue.filter((v) => typeof v !== 'boolean' && v !== undefined), async ([name, call], value) => {
+        let error: unknown;
+        try {
+          await call(value);
+        } catch (e) {
+          error = e;
+        }
+        expect(error).toMatchObject({ code: 'EINVAL', message: expect.stringContaining(name) });
+      }),
+      { numRuns: 60 },
+    );
+  });
 });
 
 // ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import { LOW_MEMORY_END, descendants, entryText, isPciWindow, isReserved, isSyst
 import { ADDRESS_END, contains, overlaps, spanOf, spanText, subtract, type Span } from './ranges.js';
 import { formatMemSize } from './parse.js';
 import type { FirmwareRange, IomemEntry, ParsedIomem } from './types.js';
-import { hex, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link checkExplicitRange}. */
 export interface CheckExplicitRangeOptions {
@@ -75,6 +75,7 @@ export function checkExplicitRange(
   options: CheckExplicitRangeOptions = {},
 ): ExplicitRangeCheck {
   checkCheckOptions(options);
+  checkBoolean(options.allowDeviceMemory, 'allowDeviceMemory', 'checkExplicitRange()');
   if (typeof start !== 'bigint' || typeof size !== 'bigint') throw invalidArgument('start and size must be bigints');
   if (start < 0n) throw invalidArgument(`start must be >= 0, got ${start}`);
   if (size <= 0n) throw invalidArgument(`size must be > 0, got ${size}`);

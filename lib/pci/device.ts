@@ -36,7 +36,7 @@ import {
   type PciDeviceInfo,
   type PciResource,
 } from './sysfs.js';
-import { hex, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link PciDevice.open}. */
 export interface PciOpenOptions {
@@ -204,6 +204,8 @@ export class PciDevice implements PciDeviceInfo {
    */
   static open(bdf: string, options: PciOpenOptions = {}): PciDevice {
     checkOpenOptions(options);
+    checkBoolean(options.lock, 'lock', 'PciDevice.open()');
+    checkBoolean(options.quiesce, 'quiesce', 'PciDevice.open()');
     if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
     const canonical = normalizeBdf(bdf);
     const sysfsRoot = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
@@ -464,6 +466,7 @@ export class PciDevice implements PciDeviceInfo {
    */
   setBusMaster(on: boolean, options: BusMasterOptions = {}): void {
     checkBusMasterOptions(options);
+    checkBoolean(options.allowTranslatedIommu, 'allowTranslatedIommu', 'PciDevice.setBusMaster()');
     if (typeof on !== 'boolean') throw invalidArgument(`setBusMaster takes a boolean, got ${String(on)}`);
     if (this.closed) throw this.#closedError('setBusMaster');
     this.#checkNoKernelDriver('setBusMaster');
@@ -540,6 +543,7 @@ export class PciDevice implements PciDeviceInfo {
    */
   mapBar(n: number, options: MapBarOptions = {}): Mmio {
     checkMapBarOptions(options);
+    checkBoolean(options.writeCombining, 'writeCombining', 'PciDevice.mapBar()');
     if (this.closed) throw this.#closedError('mapBar');
     if (!Number.isInteger(n) || n < 0 || n >= PCI_BAR_COUNT) throw invalidArgument(`BAR number must be 0-${PCI_BAR_COUNT - 1}, got ${String(n)}`);
     const res = this.resources[n];
@@ -578,6 +582,7 @@ export class PciDevice implements PciDeviceInfo {
    */
   close(options: PciCloseOptions = {}): void {
     checkCloseOptions(options);
+    checkBoolean(options.keepBusMaster, 'keepBusMaster', 'PciDevice.close()');
     if (this.#readFd < 0) return;
     openDevices.delete(this);
     if (options?.keepBusMaster !== true) this.#busMasterOffAtClose();

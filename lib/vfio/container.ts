@@ -15,7 +15,7 @@ import { PhysmemError, invalidArgument } from '../errors.js';
 import { openFile, closeFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
 import { formatSize } from '../cli/format.js';
-import { hex, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** A range of IOVAs, `end` inclusive (as the kernel reports them). */
 export interface IovaRange {
@@ -250,6 +250,8 @@ export class VfioContainer implements Disposable {
    */
   mapDma(mappingHandle: number, offset: number, length: number, iova: bigint, access: DmaAccess = {}): void {
     checkDmaAccess(access);
+    checkBoolean(access.read, 'read', 'VfioContainer.mapDma() access');
+    checkBoolean(access.write, 'write', 'VfioContainer.mapDma() access');
     const fd = this.fd;
     this.#requireIommu('mapDma');
     const page = this.minPageSize;
