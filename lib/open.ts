@@ -164,7 +164,7 @@ const BACKENDS = ['auto', 'devmem', 'udmabuf', 'hugepage', 'vfio', 'fake'];
 
 function openBackend(options: OpenPoolOptions): { backend: Backend; fallbackReason?: string } {
   const kind = options.backend ?? 'auto';
-  if (typeof kind === 'string' && Object.prototype.hasOwnProperty.call(checkers, kind)) checkers[kind as keyof typeof checkers](options);
+  if (typeof kind === 'string' && Object.prototype.hasOwnProperty.call(checkers, kind)) checkers[kind](options);
   switch (kind) {
     case 'fake':
       return { backend: openFakeBackend(options) };
