@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { closestName, hex, isPowerOfTwo, optionsChecker, toAddressNumber } from '../lib/internal/validate.js';
+import { MAX_TIMEOUT_MS, checkTimeoutMs, closestName, hex, isPowerOfTwo, optionNames, optionsChecker, toAddressNumber, toBusOffset } from '../lib/internal/validate.js';
 import { throwsWith } from './helpers/errors.js';
 
 describe('internal/validate', () => {
@@ -8,6 +8,24 @@ describe('internal/validate', () => {
     expect(hex(255)).toBe('0xff');
     expect(hex(0x1_0000_0000n)).toBe('0x100000000');
     expect(hex(5, 4)).toBe('0x0005');
+    expect(hex(0xabcn, 4, true)).toBe('0x0ABC');
+  });
+
+  it('checkTimeoutMs takes integers from 0 to 2^31 - 1 (and Infinity only where it means no limit)', () => {
+    for (const ok of [undefined, 0, 1, MAX_TIMEOUT_MS]) checkTimeoutMs(ok, 'x()');
+    checkTimeoutMs(Infinity, 'x()', true);
+    for (const bad of [-1, 1.5, NaN, 2 ** 31, 2 ** 40, Infinity, '5', null, 5n]) throwsWith(() => checkTimeoutMs(bad, 'x()'), 'EINVAL', 'x() timeoutMs');
+  });
+
+  it('toBusOffset takes bigints and integer numbers, negative too, and refuses the rest', () => {
+    expect(toBusOffset(undefined)).toBe(0n);
+    expect(toBusOffset(-0x1000)).toBe(-0x1000n);
+    expect(toBusOffset(2n ** 70n)).toBe(2n ** 70n);
+    for (const bad of [1.5, 'abc', {}, NaN, Infinity, null, 2 ** 60]) throwsWith(() => toBusOffset(bad), 'EINVAL', 'busOffset');
+  });
+
+  it('optionNames lists every key of the record it is given', () => {
+    expect(optionNames<{ a?: number; b: string }>({ a: true, b: true })).toEqual(['a', 'b']);
   });
 
   it('isPowerOfTwo agrees with the exact definition over the whole safe range', () => {
@@ -48,5 +66,8 @@ describe('internal/validate', () => {
     for (const bad of [null, 5, 'x', [1], () => 1]) {
       throwsWith(() => check(bad as object), 'EINVAL', 'options must be an object');
     }
+    // An own '__proto__' and inherited enumerable names are names too.
+    throwsWith(() => check(JSON.parse('{"__proto__": 1}') as object), 'EINVAL', "unknown option '__proto__'");
+    throwsWith(() => check(Object.create({ sneaky: 1 }) as object), 'EINVAL', "unknown option 'sneaky'");
   });
 });
