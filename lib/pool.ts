@@ -322,7 +322,8 @@ export class Pool {
         if (addr >= 0) return Promise.resolve(this.#wrap(addr, size, options.zero !== false));
         if (!wait) throw this.#noMemory(size, options);
       }
-      if (size > this.#largestRange) throw this.#noMemory(size, options);
+      // A request no memory of this pool could ever satisfy would wait for ever: refuse it now.
+      if (size > this.#largestRange || !this.#couldFit(size, this.#allocOptions(options))) throw this.#noMemory(size, options);
       return new Promise<DmaBuffer>((resolve, reject) => {
         let timer: NodeJS.Timeout | undefined;
         const waiter: Waiter = {
@@ -522,6 +523,16 @@ export class Pool {
     a.at = o.at === undefined ? undefined : toAddressNumber(o.at, 'at');
     checkBoolean(o.zero, 'zero', 'pool.alloc()');
     return a;
+  }
+
+  // Whether an empty pool could place `size` bytes under `at` and `maxAddress` (alignment aside).
+  #couldFit(size: number, o: { maxAddress?: number; at?: number }): boolean {
+    for (const r of this.#backend.ranges) {
+      const start = o.at ?? r.start;
+      if (start < r.start || start + size > r.start + r.size) continue;
+      if (o.maxAddress === undefined || start + size - 1 <= o.maxAddress) return true;
+    }
+    return false;
   }
 
   #wrap(addr: number, size: number, zero: boolean): DmaBuffer {

@@ -253,6 +253,16 @@ describe('options of pool.alloc and pool.allocAsync (fake backend)', () => {
     expect(pool.stats()).toMatchObject({ count: 0, waiting: 0 });
   });
 
+  it('a wait no memory of the pool could ever satisfy (maxAddress below it, at outside it) is ENOMEM at once, not queued for ever', async () => {
+    const all = pool.alloc(POOL_SIZE); // something must be waiting-worthy: the pool is full
+    await rejectsWith(pool.allocAsync(64, { wait: true, maxAddress: BASE - 1 }), 'ENOMEM', 'maxAddress');
+    await rejectsWith(pool.allocAsync(64, { wait: true, at: BigInt(BASE + POOL_SIZE) }), 'ENOMEM');
+    await rejectsWith(pool.allocAsync(64, { wait: true, at: BigInt(BASE + POOL_SIZE - 32) }), 'ENOMEM');
+    expect(pool.stats().waiting).toBe(0);
+    all.free();
+    expect(pool.stats()).toMatchObject({ count: 0, waiting: 0 });
+  });
+
   it('a wait with the longest timeout Node allows (2^31 - 1 ms) stays queued instead of timing out at once', async () => {
     const all = pool.alloc(POOL_SIZE);
     const ac = new AbortController();

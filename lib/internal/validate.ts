@@ -144,20 +144,22 @@ export function optionNames<T extends object>(names: { readonly [K in keyof Requ
 export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
 /**
- * Check a `timeoutMs` option: an integer number of milliseconds in
+ * Check a `timeoutMs` option (or another duration, named by `name`): an integer number of milliseconds in
  * [0, 2^31 - 1] (the longest timer Node.js runs; longer ones it would fire
  * after 1 ms), or `Infinity` where `infinite` says it means "no limit".
  * @param value - the caller's value; undefined passes (no timeout).
  * @param where - the entry point, for the message, e.g. `'pool.allocAsync()'`.
+ * @param infinite - also accept `Infinity` (no limit). Default false.
+ * @param name - the option's name, for the message. Default `'timeoutMs'`.
  * @throws {PhysmemError} EINVAL naming the option and the accepted range.
  */
-export function checkTimeoutMs(value: unknown, where: string, infinite = false): void {
+export function checkTimeoutMs(value: unknown, where: string, infinite = false, name = 'timeoutMs'): void {
   if (value === undefined) return;
   if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_TIMEOUT_MS) return;
   if (infinite && value === Infinity) return;
   throw invalidArgument(
-    `${where} timeoutMs must be an integer number of milliseconds from 0 to 2^31 - 1${infinite ? ' or Infinity' : ''}, got ${describeValue(value)}`,
-    infinite ? 'for no limit pass Infinity; 2^31 - 1 ms is about 24.8 days' : 'for no limit leave timeoutMs out; 2^31 - 1 ms is about 24.8 days',
+    `${where} ${name} must be an integer number of milliseconds from 0 to 2^31 - 1${infinite ? ' or Infinity' : ''}, got ${describeValue(value)}`,
+    infinite ? 'for no limit pass Infinity; 2^31 - 1 ms is about 24.8 days' : `for the default leave ${name} out; 2^31 - 1 ms is about 24.8 days`,
   );
 }
 

@@ -20,7 +20,7 @@ import type { WaitNode } from '../wait-queue.js';
 import { journalPath, readJournal, type JournalData } from './journal.js';
 import { ServicePolicy, type Peer, type PolicyStats, type Waiter } from './policy.js';
 import { openDevmemMemory, openFakeFileMemory, removeLeftoverMemoryFiles, type ServiceMemory } from './memory.js';
-import { optionNames, optionsChecker } from '../internal/validate.js';
+import { checkTimeoutMs, optionNames, optionsChecker } from '../internal/validate.js';
 
 export type { ServiceBlock } from './protocol.js';
 
@@ -488,9 +488,9 @@ export async function startServer(options: ServeOptions): Promise<ServiceServer>
   }
   if (options.stateDir !== undefined && (typeof options.stateDir !== 'string' || options.stateDir === '')) throw invalidArgument('options.stateDir must be a directory path');
   const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
-  if (!Number.isInteger(graceMs) || graceMs < 0 || graceMs > 2 ** 31 - 1) throw invalidArgument(`graceMs must be an integer in [0, 2^31 - 1], got ${String(graceMs)}`);
+  checkTimeoutMs(graceMs, 'startServer()', false, 'graceMs');
   const quarantineMs = options.quarantineMs ?? DEFAULT_QUARANTINE_MS;
-  if (!Number.isInteger(quarantineMs) || quarantineMs < 0 || quarantineMs > 2 ** 31 - 1) throw invalidArgument(`quarantineMs must be an integer in [0, 2^31 - 1], got ${String(quarantineMs)}`);
+  checkTimeoutMs(quarantineMs, 'startServer()', false, 'quarantineMs');
   const maxWaits = options.maxWaits ?? DEFAULT_MAX_WAITS;
   if (!Number.isSafeInteger(maxWaits) || maxWaits < 0) throw invalidArgument(`maxWaits must be a non-negative integer, got ${String(maxWaits)}`);
   const backend = options.backend ?? 'fake';
