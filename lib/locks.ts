@@ -29,7 +29,7 @@ import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSyn
 import { join, resolve } from 'node:path';
 import { PhysmemError, invalidArgument } from './errors.js';
 import { native, toPhysmemError } from './native.js';
-import { describeValue, hex, optionNames, optionsChecker } from './internal/validate.js';
+import { checkPath, describeValue, hex, optionNames, optionsChecker } from './internal/validate.js';
 
 /** The lock directory when neither the option nor `$PHYSMEM_LOCK_DIR` says otherwise. */
 export const DEFAULT_LOCK_DIR = '/run/physmem';
@@ -434,6 +434,7 @@ const checkListOptions = optionsChecker('listRegionLocks()', optionNames<ListReg
  */
 export function listRegionLocks(options: ListRegionLocksOptions = {}): RegionLockList {
   checkListOptions(options);
+  checkPath(options.procLocks, 'procLocks', 'listRegionLocks()');
   const dir = resolveLockDir(options.dir);
   const out: RegionLockList = { dir, holders: [], problems: [] };
   let st: Stats;

@@ -381,6 +381,27 @@ describe('unknown option names on entry points that need hardware (refused befor
   refuses('checkExplicitRange', ['allowDeviceMemory'], (o) => checkExplicitRange(0x1000_0000n, 0x1000n, [], '', o));
   refuses('findReservedRegions', ['firmware', 'iomem', 'cmdline', 'pageSize'], (o) => findReservedRegions({ firmware: [], iomem: '', ...o }));
 
+  it('a non-string where a path belongs is EINVAL naming the option (never a TypeError from node:path), before anything is opened', async () => {
+    const calls: [string, (v: unknown) => unknown][] = [
+      ['sysfsRoot', (v) => PciDevice.open('0000:00:01.0', { sysfsRoot: v as string })],
+      ['lockDir', (v) => PciDevice.open('0000:00:01.0', { lockDir: v as string })],
+      ['sysfsRoot', (v) => listPciDevices({ sysfsRoot: v as string })],
+      ['sysfsRoot', (v) => bindDriver('0000:00:01.0', 'x', { sysfsRoot: v as string })],
+      ['sysfsRoot', (v) => bindVfio('0000:00:01.0', { sysfsRoot: v as string })],
+      ['devDir', (v) => VfioDevice.open('0000:00:01.0', { devDir: v as string })],
+      ['path', (v) => VfioContainer.open({ path: v as string })],
+      ['root', (v) => discoverRegions({ root: v as string })],
+      ['root', (v) => readMemoryMaps({ root: v as string })],
+      ['lockDir', (v) => lockRegion('fake-props', [{ start: 0x1000n, size: 0x1000n }], { dir: v as string })],
+    ];
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...calls), anyValue.filter((v) => typeof v !== 'string' && v !== undefined), async ([name, call], value) => {
+        await failsWith(() => call(value), 'EINVAL', name);
+      }),
+      { numRuns: 80 },
+    );
+  });
+
   it('a non-boolean where a boolean belongs is EINVAL naming the option, before anything is opened', async () => {
     const calls: [string, (v: unknown) => unknown][] = [
       ['lock', (v) => PciDevice.open('0000:00:01.0', { lock: v as boolean })],
@@ -559,7 +580,8 @@ describe('options of the physmem/testing fakes (fake PCI device, fake edu)', () 
 describe('options of lockRegion, listRegionLocks and findReservedRegions', () => {
   it('lockRegion({ dir }): honoured (the lock appears there) or refused', () => {
     fc.assert(
-      fc.property(optionsFor({ dir: fc.constant(join(tmp, 'locks')) }), (g) => {
+      // Any other string is a valid (relative) directory: it would be created in the working directory.
+      fc.property(optionsFor({ dir: fc.constant(join(tmp, 'locks')) }).filter((g) => typeof (g.options as { dir?: unknown } | null)?.dir !== 'string' || (g.options as { dir: string }).dir === join(tmp, 'locks')), (g) => {
         either(
           g,
           () => lockRegion('fake-props', [{ start: 0x1000n, size: 0x1000n }], g.options as never),

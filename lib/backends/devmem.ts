@@ -16,7 +16,7 @@ import { Mapping, closeFile, openFile } from '../mapping.js';
 import { native } from '../native.js';
 import { checkExplicitRange, discoverRegions, readMemoryMaps } from '../discovery/index.js';
 import type { Backend, BackendRange } from './types.js';
-import { checkBoolean, hex, optionNames, toAddressNumber, toBusOffset } from '../internal/validate.js';
+import { checkBoolean, checkPath, hex, optionNames, toAddressNumber, toBusOffset } from '../internal/validate.js';
 
 /** A physical range given explicitly (bigints or numbers, bytes). */
 export interface ExplicitRange {
@@ -158,6 +158,9 @@ export function openDevmemBackend(o: DevmemBackendOptions = {}): Backend {
   const page = native().pageSize();
   checkBoolean(o.allowDeviceMemory, 'allowDeviceMemory', "openPool({ backend: 'devmem' })");
   checkBoolean(o.quiesceOrphans, 'quiesceOrphans', "openPool({ backend: 'devmem' })");
+  checkPath(o.devicePath, 'devicePath', "openPool({ backend: 'devmem' })");
+  checkPath(o.discoveryRoot, 'discoveryRoot', "openPool({ backend: 'devmem' })", true);
+  checkPath(o.lockDir, 'lockDir', "openPool({ backend: 'devmem' })");
   const cache = o.cache ?? 'cached';
   if (cache !== 'cached' && cache !== 'uncached') throw invalidArgument(`cache must be 'cached' or 'uncached', got ${String(cache)}`);
   const busOffset = toBusOffset(o.busOffset);

@@ -9,7 +9,7 @@ import { Mapping } from '../mapping.js';
 import { native } from '../native.js';
 import { fakeLockKind, lockRegion, type RegionLock } from '../locks.js';
 import type { Backend, BackendRange } from './types.js';
-import { hex, toAddressNumber, toBusOffset } from '../internal/validate.js';
+import { checkPath, hex, toAddressNumber, toBusOffset } from '../internal/validate.js';
 
 /** Options of the fake backend. */
 export interface FakeBackendOptions {
@@ -48,6 +48,7 @@ export function openFakeBackend(options: FakeBackendOptions = {}): Backend {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) {
     throw invalidArgument(`size must be a positive integer number of bytes, got ${String(size)}`);
   }
+  checkPath(options.lockDir, 'lockDir', "openPool({ backend: 'fake' })");
   const rounded = Math.ceil(size / page) * page;
   const physBase = toAddressNumber(options.physBase === undefined ? FAKE_DEFAULT_PHYS_BASE : options.physBase, 'physBase');
   if (physBase % page !== 0) throw invalidArgument(`physBase must be a multiple of the page size (${page}), got ${hex(physBase)}`);

@@ -19,7 +19,7 @@ import { Mapping, closeFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
 import { quiesceOrphanedDevices } from '../pci/quiesce.js';
 import type { Backend, BackendRange } from './types.js';
-import { checkBoolean, hex, isPowerOfTwo, toBusOffset } from '../internal/validate.js';
+import { checkBoolean, checkPath, hex, isPowerOfTwo, toBusOffset } from '../internal/validate.js';
 
 /** Options of the hugepage backend. */
 export interface HugepageBackendOptions {
@@ -297,6 +297,8 @@ export function openHugepageBackend(o: HugepageBackendOptions = {}): Backend {
   const busOffset = toBusOffset(o.busOffset);
   const label = `memfd:physmem-hugepage (${pages} x ${sizeText(hugeSize)})`;
   checkBoolean(o.quiesceOrphans, 'quiesceOrphans', "openPool({ backend: 'hugepage' })");
+  checkPath(o.sysfsRoot, 'sysfsRoot', "openPool({ backend: 'hugepage' })");
+  checkPath(o.lockDir, 'lockDir', "openPool({ backend: 'hugepage' })");
   if (o.quiesceOrphans !== false) quiesceOrphanedDevices({ sysfsRoot: o.sysfsRoot, lockDir: o.lockDir });
 
   const mapping = mapHugepages('physmem-hugepage', pages, hugeSize, label);

@@ -26,7 +26,7 @@ import { Mapping, closeFile, openFile } from '../mapping.js';
 import { toPhysmemError } from '../native.js';
 import type { Backend, BackendRange, SyncDirectionCode } from './types.js';
 import { lockRegion, udmabufLockKind, type RegionLock } from '../locks.js';
-import { hex } from '../internal/validate.js';
+import { checkPath, hex } from '../internal/validate.js';
 
 /** Options of the udmabuf backend. */
 export interface UdmabufBackendOptions {
@@ -186,6 +186,9 @@ interface OpenDevice {
  *   EIO (unreadable attributes), EINVAL (bad options).
  */
 export function openUdmabufBackend(o: UdmabufBackendOptions = {}): Backend {
+  checkPath(o.sysfsRoot, 'sysfsRoot', "openPool({ backend: 'udmabuf' })");
+  checkPath(o.devRoot, 'devRoot', "openPool({ backend: 'udmabuf' })");
+  checkPath(o.lockDir, 'lockDir', "openPool({ backend: 'udmabuf' })");
   const cache = o.cache ?? 'cached';
   if (cache !== 'cached' && cache !== 'uncached') throw invalidArgument(`cache must be 'cached' or 'uncached', got ${String(cache)}`);
   const sysfsRoot = o.sysfsRoot ?? '/sys';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { findReservedRegions } from './find.js';
 import { parseCmdline, parseFirmwareMemmap, parseIomem } from './parse.js';
 import type { DiscoveryResult, FirmwareRange, ParsedCmdline, ParsedIomem, RawFirmwareEntry } from './types.js';
-import { optionNames, optionsChecker } from '../internal/validate.js';
+import { checkPath, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link readMemoryMaps} and {@link discoverRegions}. */
 export interface ReadOptions {
@@ -66,6 +66,7 @@ function read(path: string, problems: string[]): string | undefined {
  */
 export function readMemoryMaps(options: ReadOptions = {}): MemoryMaps {
   checkReadOptions(options);
+  checkPath(options.root, 'root', 'readMemoryMaps()', true);
   const root = options.root ?? '';
   const problems: string[] = [];
   const memmapDir = join(root || '/', 'sys/firmware/memmap');
@@ -115,6 +116,7 @@ export function readMemoryMaps(options: ReadOptions = {}): MemoryMaps {
  */
 export function discoverRegions(options: DiscoverOptions = {}): DiscoveryResult {
   checkDiscoverOptions(options);
+  checkPath(options.root, 'root', 'discoverRegions()', true);
   const maps = readMemoryMaps({ root: options.root });
   const found = findReservedRegions({ firmware: maps.firmware, iomem: maps.iomem, cmdline: maps.cmdline, pageSize: options.pageSize });
   if (maps.firmwareMissing) {

@@ -190,3 +190,14 @@ export function checkBoolean(value: unknown, name: string, where: string): void 
 export function checkSignal(value: unknown, where: string): void {
   if (value !== undefined && !(value instanceof AbortSignal)) throw invalidArgument(`${where} signal must be an AbortSignal, got ${describeValue(value)}`);
 }
+
+/**
+ * Check an optional path (or other string) option.
+ * @param allowEmpty - accept `''` (a root prefix, where '' means `/`). Default false.
+ * @throws {PhysmemError} EINVAL naming the option when it is neither undefined nor a (non-empty) string.
+ */
+export function checkPath(value: unknown, name: string, where: string, allowEmpty = false): void {
+  if (value !== undefined && (typeof value !== 'string' || (value === '' && !allowEmpty))) {
+    throw invalidArgument(`${where} ${name} must be a ${allowEmpty ? '' : 'non-empty '}string, got ${describeValue(value)}`);
+  }
+}

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { toPhysmemError } from '../native.js';
 import { DEFAULT_SYSFS_ROOT, driverOf, normalizeBdf, pciDeviceDir } from './sysfs.js';
-import { optionNames, optionsChecker } from '../internal/validate.js';
+import { checkPath, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of the functions in this module. */
 export interface BindOptions {
@@ -18,8 +18,18 @@ export interface BindOptions {
   sysfsRoot?: string;
 }
 
-/** @internal Shared with physmem/vfio's bindVfio. */
-export const checkBindOptions = optionsChecker('bindDriver()/unbindDriver()/restoreDriver()', optionNames<BindOptions>({ sysfsRoot: true }));
+const bindCheckers = new Map<string, ReturnType<typeof optionsChecker>>();
+
+/**
+ * @internal Check {@link BindOptions} for the entry point `where` (shared with physmem/vfio's bindVfio).
+ * @throws {PhysmemError} EINVAL for a non-object, an unknown name or a sysfsRoot that is not a non-empty string.
+ */
+export function checkBindOptions(options: BindOptions, where: string): void {
+  let check = bindCheckers.get(where);
+  if (check === undefined) bindCheckers.set(where, (check = optionsChecker(where, optionNames<BindOptions>({ sysfsRoot: true }))));
+  check(options);
+  checkPath(options.sysfsRoot, 'sysfsRoot', where);
+}
 
 function rootHint(code: string): string | undefined {
   return code === 'EACCES' || code === 'EPERM' ? 'binding and unbinding drivers needs root: run as root, e.g. with sudo' : undefined;
@@ -49,7 +59,7 @@ function checkDriverName(name: string): void {
  * @throws {PhysmemError} EINVAL (bad address), EACCES (not root), EBUSY (still bound afterwards).
  */
 export function unbindDriver(bdf: string, options: BindOptions = {}): string | undefined {
-  checkBindOptions(options);
+  checkBindOptions(options, 'unbindDriver()');
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   const driver = driverOf(canonical, root);
@@ -76,7 +86,7 @@ export function unbindDriver(bdf: string, options: BindOptions = {}): string | u
  *   loaded: `modprobe` it), EACCES (not root), EIO (the driver did not take the device).
  */
 export function bindDriver(bdf: string, name: string, options: BindOptions = {}): void {
-  checkBindOptions(options);
+  checkBindOptions(options, 'bindDriver()');
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   checkDriverName(name);
@@ -108,7 +118,7 @@ export function bindDriver(bdf: string, name: string, options: BindOptions = {})
  * @throws {PhysmemError} EINVAL (bad address), EACCES (not root).
  */
 export function restoreDriver(bdf: string, options: BindOptions = {}): string | undefined {
-  checkBindOptions(options);
+  checkBindOptions(options, 'restoreDriver()');
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   const overridePath = join(pciDeviceDir(canonical, root), 'driver_override');

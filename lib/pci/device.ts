@@ -36,7 +36,7 @@ import {
   type PciDeviceInfo,
   type PciResource,
 } from './sysfs.js';
-import { checkBoolean, hex, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, checkPath, hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of {@link PciDevice.open}. */
 export interface PciOpenOptions {
@@ -204,6 +204,8 @@ export class PciDevice implements PciDeviceInfo {
    */
   static open(bdf: string, options: PciOpenOptions = {}): PciDevice {
     checkOpenOptions(options);
+    checkPath(options.sysfsRoot, 'sysfsRoot', 'PciDevice.open()');
+    checkPath(options.lockDir, 'lockDir', 'PciDevice.open()');
     checkBoolean(options.lock, 'lock', 'PciDevice.open()');
     checkBoolean(options.quiesce, 'quiesce', 'PciDevice.open()');
     if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
@@ -269,6 +271,7 @@ export class PciDevice implements PciDeviceInfo {
    */
   static find(options: PciFindOptions): PciDevice {
     checkFindOptions(options);
+    checkPath(options.sysfsRoot, 'sysfsRoot', 'PciDevice.find()');
     if (typeof options !== 'object' || options === null) throw invalidArgument('options must be { vendor, device } or { classCode }');
     const { vendor, device, classCode, classMask = 0xffffff, index = 0 } = options;
     for (const [name, v] of [['vendor', vendor], ['device', device]] as const) {

@@ -20,7 +20,7 @@ import { PhysmemError } from '../errors.js';
 import { describeHolder, listRegionLocks, lockRegion, readCommandLine, resolveLockDir, type RegionLock } from '../locks.js';
 import { toPhysmemError } from '../native.js';
 import { DEFAULT_SYSFS_ROOT, driverOf, listPciDevices, normalizeBdf, pciDeviceDir } from './sysfs.js';
-import { optionNames, optionsChecker } from '../internal/validate.js';
+import { checkPath, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Config-space offset of the command register (16 bits). */
 export const PCI_COMMAND = 0x04;
@@ -280,6 +280,9 @@ const checkOrphanScanOptions = optionsChecker('findOrphanedBusMasters()/quiesceO
  */
 export function findOrphanedBusMasters(options: OrphanScanOptions = {}): string[] {
   checkOrphanScanOptions(options);
+  checkPath(options.sysfsRoot, 'sysfsRoot', 'findOrphanedBusMasters()');
+  checkPath(options.procRoot, 'procRoot', 'findOrphanedBusMasters()');
+  checkPath(options.lockDir, 'lockDir', 'findOrphanedBusMasters()');
   const out: string[] = [];
   for (const info of listPciDevices({ sysfsRoot: options.sysfsRoot })) {
     if (INFRASTRUCTURE_CLASSES.has(info.classCode >>> 16)) continue;
@@ -320,6 +323,9 @@ export function findOrphanedBusMasters(options: OrphanScanOptions = {}): string[
  */
 export function quiesceOrphanedDevices(options: OrphanScanOptions = {}): QuiesceReport[] {
   checkOrphanScanOptions(options);
+  checkPath(options.sysfsRoot, 'sysfsRoot', 'quiesceOrphanedDevices()');
+  checkPath(options.procRoot, 'procRoot', 'quiesceOrphanedDevices()');
+  checkPath(options.lockDir, 'lockDir', 'quiesceOrphanedDevices()');
   if ((process.geteuid?.() ?? 0) !== 0) return [];
   // Reading the lock directory must not fail the caller: an unusable one holds no locks.
   try {

@@ -8,7 +8,7 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { PhysmemError, invalidArgument } from '../errors.js';
 import { toPhysmemError } from '../native.js';
-import { optionNames, optionsChecker } from '../internal/validate.js';
+import { checkPath, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Default sysfs mount point. */
 export const DEFAULT_SYSFS_ROOT = '/sys';
@@ -163,6 +163,7 @@ const checkPciFilter = optionsChecker('listPciDevices()', optionNames<PciFilter>
  */
 export function listPciDevices(filter: PciFilter = {}): PciDeviceInfo[] {
   checkPciFilter(filter);
+  checkPath(filter.sysfsRoot, 'sysfsRoot', 'listPciDevices()');
   const dir = pciDevicesDir(filter.sysfsRoot);
   let names: string[];
   try {

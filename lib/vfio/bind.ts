@@ -31,7 +31,7 @@ export interface BindVfioResult {
  *   vfio-pci not loaded: modprobe vfio-pci), EACCES (not root), EIO (vfio-pci refused it).
  */
 export function bindVfio(bdf: string, options: BindOptions = {}): BindVfioResult {
-  checkBindOptions(options);
+  checkBindOptions(options, 'bindVfio()');
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   const groupsDir = join(root, 'kernel', 'iommu_groups');

@@ -15,7 +15,7 @@ import { PhysmemError, invalidArgument } from '../errors.js';
 import { openFile, closeFile } from '../mapping.js';
 import { native, toPhysmemError } from '../native.js';
 import { formatSize } from '../cli/format.js';
-import { checkBoolean, hex, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, checkPath, hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** A range of IOVAs, `end` inclusive (as the kernel reports them). */
 export interface IovaRange {
@@ -97,6 +97,7 @@ export class VfioContainer implements Disposable {
    */
   static open(options: VfioContainerOptions = {}): VfioContainer {
     checkOpenOptions(options);
+    checkPath(options.path, 'path', 'VfioContainer.open()');
     if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
     const path = options.path ?? '/dev/vfio/vfio';
     if (typeof path !== 'string' || path === '') throw invalidArgument(`path must be a non-empty string, got ${String(path)}`);

@@ -25,7 +25,7 @@ import {
   type WaitInterruptOptions,
   type InterruptsOptions,
 } from './irq.js';
-import { hex, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkPath, hex, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** VFIO_PCI_CONFIG_REGION_INDEX. */
 export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
@@ -161,6 +161,8 @@ export class VfioDevice extends EventEmitter<VfioDeviceEvents> implements Interr
    */
   static open(bdf: string, options: VfioOpenOptions = {}): VfioDevice {
     checkOpenOptions(options);
+    checkPath(options.sysfsRoot, 'sysfsRoot', 'VfioDevice.open()');
+    checkPath(options.devDir, 'devDir', 'VfioDevice.open()');
     if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
     if (options.container !== undefined && !(options.container instanceof VfioContainer)) throw invalidArgument('options.container must be a VfioContainer');
     const canonical = normalizeBdf(bdf);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { PhysmemError } from '../errors.js';
 import { openFile } from '../mapping.js';
 import { DEFAULT_SYSFS_ROOT, driverOf, iommuGroupOf, normalizeBdf, pciDeviceDir } from '../pci/sysfs.js';
-import { optionNames, optionsChecker } from '../internal/validate.js';
+import { checkPath, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** The driver a device must be bound to for VFIO. */
 export const VFIO_PCI_DRIVER = 'vfio-pci';
@@ -72,6 +72,8 @@ export function permissionHint(path: string): string {
  */
 export function vfioGroupOf(bdf: string, options: VfioGroupOptions = {}): VfioGroupInfo {
   checkGroupOptions(options);
+  checkPath(options.sysfsRoot, 'sysfsRoot', 'vfioGroupOf()');
+  checkPath(options.devDir, 'devDir', 'vfioGroupOf()');
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   const dir = pciDeviceDir(canonical, root);
@@ -115,6 +117,8 @@ export function checkGroupViable(info: VfioGroupInfo, bdf: string): void {
  */
 export function openVfioGroup(bdf: string, options: VfioGroupOptions = {}): { fd: number; info: VfioGroupInfo } {
   checkGroupOptions(options);
+  checkPath(options.sysfsRoot, 'sysfsRoot', 'openVfioGroup()');
+  checkPath(options.devDir, 'devDir', 'openVfioGroup()');
   const root = options.sysfsRoot ?? DEFAULT_SYSFS_ROOT;
   const canonical = normalizeBdf(bdf);
   const info = vfioGroupOf(canonical, options);
