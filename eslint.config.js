@@ -24,6 +24,14 @@ export default tseslint.config(
       // a closure reads before its one assignment stays `let` (as `const` it
       // would be in its temporal dead zone if the closure ran first).
       'prefer-const': ['error', { destructuring: 'all', ignoreReadBeforeAssign: true }],
+      // Cheap checks for slips: == outside null checks, x === x, '${x}' in a
+      // plain string, a map/filter callback that returns nothing, a loop that
+      // can only run once.
+      eqeqeq: ['error', 'smart'],
+      'no-self-compare': 'error',
+      'no-template-curly-in-string': 'error',
+      'array-callback-return': 'error',
+      'no-unreachable-loop': 'error',
     },
   },
   {
