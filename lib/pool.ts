@@ -120,6 +120,9 @@ export const kDeviceAccess: unique symbol = Symbol('physmem.deviceAccess');
 /** @internal Key of the cache-maintenance hook DmaBuffer calls. */
 const kSync: unique symbol = Symbol('physmem.sync');
 
+/** @internal Key of the free DmaBuffer calls: by view id and allocator handle, no lookup by address. */
+const kFree: unique symbol = Symbol('physmem.free');
+
 function closedError(what: string): PhysmemError {
   return new PhysmemError('EBADF', `${what} on a closed pool`, { hint: 'open a new pool with openPoolSync()/openPool()' });
 }
@@ -154,11 +157,15 @@ export class DmaBuffer {
   readonly bytes: Uint8Array;
   readonly #pool: Pool;
   readonly #addr: number;
+  readonly #view: number; // the backend's view id
+  readonly #handle: number; // the allocator's handle of the block (RangeAllocator.lastHandle)
 
   /** @internal Created by {@link Pool.alloc}. */
-  constructor(pool: Pool, addr: number, size: number, bytes: Uint8Array, busOffset: bigint) {
+  constructor(pool: Pool, addr: number, size: number, bytes: Uint8Array, busOffset: bigint, view: number, handle: number) {
     this.#pool = pool;
     this.#addr = addr;
+    this.#view = view;
+    this.#handle = handle;
     this.size = size;
     this.bytes = bytes;
     this.phys = BigInt(addr);
@@ -204,12 +211,12 @@ export class DmaBuffer {
     if (this.bytes.byteLength === 0) {
       throw new PhysmemError('EINVAL', `DmaBuffer at ${hex(this.#addr)} was already freed`, { hint: 'free each buffer once' });
     }
-    this.#pool.free(this.#addr);
+    this.#pool[kFree](this.#addr, this.#view, this.#handle);
   }
 
   /** Same as {@link DmaBuffer.free}, but a no-op once freed. */
   [Symbol.dispose](): void {
-    if (this.bytes.byteLength !== 0) this.#pool.free(this.#addr);
+    if (this.bytes.byteLength !== 0) this.#pool[kFree](this.#addr, this.#view, this.#handle);
   }
 
   /**
@@ -255,7 +262,15 @@ export class Pool {
   readonly fallbackReason: string | undefined;
   readonly #backend: Backend;
   readonly #alloc: RangeAllocator;
-  readonly #live = new AddressMap(); // block address -> backend view id
+  // Live blocks by backend view id (small integers, reused): the block's
+  // address (-1 once freed) and its allocator handle. A DmaBuffer knows its
+  // own view and handle, so its free() looks nothing up by address.
+  readonly #viewAddr: number[] = [];
+  readonly #viewHandle: number[] = [];
+  #liveCount = 0;
+  // Address -> view id, for pool.free(phys) and findBlock: built from the
+  // arrays above on first use and kept up to date from then on.
+  #byAddr: AddressMap | undefined;
   readonly #allocOpts: { align?: number; boundary?: number; maxAddress?: number; at?: number } = {};
   readonly #waiters = new WaitQueue<Waiter>();
   readonly #leaks: LeakWatch | undefined; // lib/leak-check.ts
@@ -364,19 +379,41 @@ export class Pool {
   free(phys: bigint | number): void {
     if (this.#closed) throw closedError('free');
     const addr = typeof phys === 'number' ? phys : toAddressNumber(phys, 'phys');
-    const view = this.#live.delete(addr);
+    const view = this.#addressIndex().get(addr);
     if (view < 0) {
       throw new PhysmemError('EINVAL', `no allocated block starts at physical ${hex(phys)}`, {
         hint: 'pass the exact phys of a live DmaBuffer (double free, or an address inside a block?)',
       });
     }
+    this.#release(addr, view, this.#viewHandle[view]);
+  }
+
+  /** @internal DmaBuffer.free, once it has checked that its bytes are still attached (so the block is still its own). */
+  [kFree](addr: number, view: number, handle: number): void {
+    if (this.#closed) throw closedError('free');
+    this.#release(addr, view, handle);
+  }
+
+  #release(addr: number, view: number, handle: number): void {
+    this.#viewAddr[view] = -1;
+    this.#liveCount--;
+    if (this.#byAddr !== undefined) this.#byAddr.delete(addr);
     if (this.#leaks !== undefined) {
       this.#leaks.forget(view);
       this.#sites?.delete(addr);
     }
-    this.#backend.release(view);
-    this.#alloc.free(addr);
+    this.#backend.release(view); // detach first: no view outlives the block's ownership
+    this.#alloc.free(addr, handle);
     if (this.#waiters.length !== 0) this.#serveWaiters();
+  }
+
+  // The address index of live blocks, built on first use.
+  #addressIndex(): AddressMap {
+    if (this.#byAddr !== undefined) return this.#byAddr;
+    const m = new AddressMap(this.#liveCount * 2);
+    const addrs = this.#viewAddr;
+    for (let view = 0; view < addrs.length; view++) if (addrs[view] >= 0) m.set(addrs[view], view);
+    return (this.#byAddr = m);
   }
 
   /** Usage of the pool. @throws {PhysmemError} EBADF after close. */
@@ -415,8 +452,8 @@ export class Pool {
   check(): void {
     if (this.#closed) throw closedError('check');
     this.#alloc.check();
-    if (this.#live.size !== this.#alloc.stats().count) {
-      throw new PhysmemError('EIO', `pool tracks ${this.#live.size} buffers but the allocator has ${this.#alloc.stats().count} blocks`);
+    if (this.#liveCount !== this.#alloc.stats().count) {
+      throw new PhysmemError('EIO', `pool tracks ${this.#liveCount} buffers but the allocator has ${this.#alloc.stats().count} blocks`);
     }
   }
 
@@ -428,7 +465,7 @@ export class Pool {
     if (this.#closed) throw closedError('findBlock');
     const p = typeof phys === 'number' ? phys : Number(phys);
     const start = this.#alloc.blockContaining(p);
-    const view = start < 0 ? -1 : this.#live.get(start);
+    const view = start < 0 ? -1 : this.#addressIndex().get(start);
     // The size asked for (the allocator keeps it rounded up to 8): the buffer's own length.
     return view < 0 ? undefined : { phys: BigInt(start), size: this.#backend.buffer(view).byteLength };
   }
@@ -501,8 +538,12 @@ export class Pool {
       w.reject(closedError('allocAsync'));
     }
     this.#leaks?.close();
-    this.#live.forEachValue((view) => this.#backend.release(view));
-    this.#live.clear();
+    const addrs = this.#viewAddr;
+    for (let view = 0; view < addrs.length; view++) if (addrs[view] >= 0) this.#backend.release(view);
+    addrs.length = 0;
+    this.#viewHandle.length = 0;
+    this.#liveCount = 0;
+    this.#byAddr = undefined;
     this.#sites?.clear();
     this.#alloc.freeAll();
     this.#backend.close();
@@ -536,18 +577,28 @@ export class Pool {
   }
 
   #wrap(addr: number, size: number, zero: boolean): DmaBuffer {
+    const handle = this.#alloc.lastHandle; // of the alloc that returned addr, read before anything else allocates
     let view: number;
     try {
       view = this.#backend.view(addr, size);
     } catch (e) {
-      this.#alloc.free(addr);
+      this.#alloc.free(addr, handle);
       throw e;
     }
     const ab = this.#backend.buffer(view);
     const bytes = new Uint8Array(ab);
     if (zero) bytes.fill(0);
-    this.#live.set(addr, view);
-    const buf = new DmaBuffer(this, addr, size, bytes, this.busOffset);
+    // Holes (view ids beyond the end) are filled first so the arrays stay packed.
+    const addrs = this.#viewAddr;
+    while (addrs.length < view) {
+      addrs.push(-1);
+      this.#viewHandle.push(-1);
+    }
+    addrs[view] = addr;
+    this.#viewHandle[view] = handle;
+    this.#liveCount++;
+    if (this.#byAddr !== undefined) this.#byAddr.set(addr, view);
+    const buf = new DmaBuffer(this, addr, size, bytes, this.busOffset, view, handle);
     if (this.#leaks !== undefined) {
       this.#leaks.watch(buf, addr, view);
       if (this.#sites !== undefined) this.#sites.set(addr, allocationSite());

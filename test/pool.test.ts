@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { openPool, openPoolSync, PhysmemError, type Pool } from '../lib/index.js';
+import { RangeAllocator } from '../lib/allocator/index.js';
 import { throwsWith } from './helpers/errors.js';
 
 setFlagsFromString('--expose-gc');
@@ -142,6 +143,32 @@ describe('Pool.free', () => {
     expect(a.freed).toBe(true);
     throwsWith(() => p.free(a.phys), 'EINVAL');
     p.close();
+  });
+  it("frees by the allocator's handle: buffer.free(), dispose and pool.free(phys) never build the allocator's address index; the pool's own index, built by pool.free(phys), stays exact", () => {
+    const free = vi.spyOn(RangeAllocator.prototype, 'free');
+    const p = fake();
+    const bufs = Array.from({ length: 40 }, (_, i) => p.alloc(64 + i * 8));
+    for (let i = 0; i < 40; i += 4) bufs[i].free();
+    const hashOn = () => (free.mock.contexts[0] as unknown as { st: { hashOn: boolean } }).st.hashOn;
+    for (let i = 1; i < 40; i += 4) bufs[i][Symbol.dispose]();
+    expect(hashOn()).toBe(false);
+    p.free(bufs[2].phys); // builds the pool's index of live blocks (20 left)
+    const more = Array.from({ length: 10 }, () => p.alloc(4096)); // recorded in it from now on
+    for (const b of more) p.free(Number(b.phys));
+    for (let i = 6; i < 40; i += 4) p.free(bufs[i].phys);
+    for (let i = 3; i < 40; i += 4) bufs[i].free();
+    expect(hashOn()).toBe(false);
+    expect(free.mock.calls.every((c) => c.length === 2 && Number.isInteger(c[1]))).toBe(true);
+    expect(bufs.every((b) => b.freed)).toBe(true);
+    expect(p.stats().count).toBe(0);
+    p.check();
+    // Stale: each way of freeing twice is refused, and nothing else is freed.
+    const live = p.alloc(64);
+    throwsWith(() => bufs[0].free(), 'EINVAL');
+    throwsWith(() => p.free(bufs[2].phys), 'EINVAL');
+    expect(live.freed).toBe(false);
+    expect(p.findBlock(live.phys)).toEqual({ phys: live.phys, size: 64 });
+    p.check();
   });
 });
 
