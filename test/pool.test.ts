@@ -149,7 +149,7 @@ describe('Pool.free', () => {
     const p = fake();
     const bufs = Array.from({ length: 40 }, (_, i) => p.alloc(64 + i * 8));
     for (let i = 0; i < 40; i += 4) bufs[i].free();
-    const hashOn = () => (free.mock.contexts[0] as unknown as { st: { hashOn: boolean } }).st.hashOn;
+    const hashOn = () => (free.mock.contexts[0] as { st: { hashOn: boolean } }).st.hashOn;
     for (let i = 1; i < 40; i += 4) bufs[i][Symbol.dispose]();
     expect(hashOn()).toBe(false);
     p.free(bufs[2].phys); // builds the pool's index of live blocks (20 left)
