@@ -4,6 +4,7 @@
  * exactly their block.
  * @module
  */
+import { inspect, type InspectOptionsStylized } from 'node:util';
 import { PhysmemError, invalidArgument } from './errors.js';
 import { RangeAllocator } from './allocator/index.js';
 import type { Backend, BackendName, SyncDirectionCode } from './backends/types.js';
@@ -147,10 +148,6 @@ interface Waiter {
  * `bytes` to read and write it from JS.
  */
 export class DmaBuffer {
-  /** Physical address of the first byte. */
-  readonly phys: bigint;
-  /** Address the device uses: `phys` plus the pool's bus offset. */
-  readonly bus: bigint;
   /** Size in bytes. */
   readonly size: number;
   /** The block's bytes: a view over its own ArrayBuffer of exactly `size` bytes. Zero-length after free. */
@@ -159,17 +156,37 @@ export class DmaBuffer {
   readonly #addr: number;
   readonly #view: number; // the backend's view id
   readonly #handle: number; // the allocator's handle of the block (RangeAllocator.lastHandle)
+  // phys and bus as bigints, made on first read: a buffer allocated and freed
+  // in a hot loop often never needs them, and a BigInt is a heap object.
+  #phys: bigint | undefined;
+  #bus: bigint | undefined;
 
   /** @internal Created by {@link Pool.alloc}. */
-  constructor(pool: Pool, addr: number, size: number, bytes: Uint8Array, busOffset: bigint, view: number, handle: number) {
+  constructor(pool: Pool, addr: number, size: number, bytes: Uint8Array, view: number, handle: number) {
     this.#pool = pool;
     this.#addr = addr;
     this.#view = view;
     this.#handle = handle;
     this.size = size;
     this.bytes = bytes;
-    this.phys = BigInt(addr);
-    this.bus = busOffset === 0n ? this.phys : this.phys + busOffset;
+  }
+
+  /** Physical address of the first byte (read-only; the same value after free). */
+  get phys(): bigint {
+    return (this.#phys ??= BigInt(this.#addr));
+  }
+
+  /** Address the device uses: `phys` plus the pool's bus offset (read-only). */
+  get bus(): bigint {
+    const offset = this.#pool.busOffset;
+    return (this.#bus ??= offset === 0n ? this.phys : this.phys + offset);
+  }
+
+  /** What console.log and util.inspect show: the addresses too (they are accessors, not own properties). */
+  [inspect.custom](depth: number, options: InspectOptionsStylized, show: typeof inspect): string {
+    if (depth < 0) return options.stylize('[DmaBuffer]', 'special');
+    const fields = { phys: this.phys, bus: this.bus, size: this.size, freed: this.freed, bytes: this.bytes };
+    return `DmaBuffer ${show(fields, { ...options, depth: typeof options.depth === 'number' ? options.depth - 1 : options.depth })}`;
   }
 
   /** True once freed (by `free()`, `pool.free()` or `pool.close()`). */
@@ -598,7 +615,7 @@ export class Pool {
     this.#viewHandle[view] = handle;
     this.#liveCount++;
     if (this.#byAddr !== undefined) this.#byAddr.set(addr, view);
-    const buf = new DmaBuffer(this, addr, size, bytes, this.busOffset, view, handle);
+    const buf = new DmaBuffer(this, addr, size, bytes, view, handle);
     if (this.#leaks !== undefined) {
       this.#leaks.watch(buf, addr, view);
       if (this.#sites !== undefined) this.#sites.set(addr, allocationSite());

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { inspect } from 'node:util';
 import { openPool, openPoolSync, PhysmemError, type Pool } from '../lib/index.js';
 import { RangeAllocator } from '../lib/allocator/index.js';
 import { throwsWith } from './helpers/errors.js';
@@ -62,6 +63,11 @@ describe('DmaBuffer', () => {
     expect(typeof b.phys).toBe('bigint');
     expect(b.bus - b.phys).toBe(0x1_0000_0000n);
     expect(p.toPhys(b.bus)).toBe(b.phys);
+    // Accessors (made on first read), so util.inspect is told to show them; they survive free.
+    expect(inspect(b)).toMatch(new RegExp(`^DmaBuffer \\{\\s+phys: ${b.phys}n,\\s+bus: ${b.bus}n,\\s+size: 100,\\s+freed: false`));
+    b.free();
+    expect(inspect(b)).toMatch(/freed: true/);
+    expect(b.bus - b.phys).toBe(0x1_0000_0000n);
   });
 
   it('accepts at and maxAddress as numbers or bigints', () => {
