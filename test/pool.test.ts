@@ -250,6 +250,25 @@ describe('leak check (default)', () => {
     p.close();
   });
 
+  it('holds no freed buffer: one freed in the same turn can be collected before the batch is registered', async () => {
+    const p = fake(1 << 20);
+    let collected = 0;
+    const seen = new FinalizationRegistry(() => collected++);
+    const keep = p.alloc(64); // stays in the batch, and the freed ones after it too unless the batch lets them go
+    (function churn() {
+      for (let i = 0; i < 3; i++) {
+        const b = p.alloc(64, { zero: false });
+        seen.register(b, i);
+        b.free();
+      }
+    })();
+    gc(); // same turn: the batch has not been registered yet
+    for (let i = 0; i < 20 && collected < 3; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(collected).toBe(3);
+    keep.free();
+    p.close();
+  });
+
   it("sends nothing through the registry with leakCheck 'off'", async () => {
     const p = fake(1 << 20, { leakCheck: 'off' });
     const warnings = await leakWarnings(() => {
