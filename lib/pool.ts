@@ -572,19 +572,23 @@ export class Pool {
   }
 
   // Convert the public options into the allocator's numeric ones, reusing one
-  // object so the hot path allocates nothing.
-  #allocOptions(o: PoolAllocOptions): { align?: number; boundary?: number; maxAddress?: number; at?: number } {
-    const a = this.#allocOpts;
-    a.align = o.align;
-    a.boundary = o.boundary;
-    a.maxAddress = o.maxAddress === undefined ? undefined : maxAddressNumber(o.maxAddress);
-    a.at = o.at === undefined ? undefined : toAddressNumber(o.at, 'at');
+  // object so the hot path allocates nothing; undefined when none constrains
+  // placement (e.g. only `zero`), so the allocator takes its plain path.
+  #allocOptions(o: PoolAllocOptions): { align?: number; boundary?: number; maxAddress?: number; at?: number } | undefined {
     checkBoolean(o.zero, 'zero', 'pool.alloc()');
+    const { align, boundary, maxAddress, at } = o;
+    if (align === undefined && boundary === undefined && maxAddress === undefined && at === undefined) return undefined;
+    const a = this.#allocOpts;
+    a.align = align;
+    a.boundary = boundary;
+    a.maxAddress = maxAddress === undefined ? undefined : maxAddressNumber(maxAddress);
+    a.at = at === undefined ? undefined : toAddressNumber(at, 'at');
     return a;
   }
 
   // Whether an empty pool could place `size` bytes under `at` and `maxAddress` (alignment aside).
-  #couldFit(size: number, o: { maxAddress?: number; at?: number }): boolean {
+  #couldFit(size: number, o: { maxAddress?: number; at?: number } | undefined): boolean {
+    if (o === undefined) return size <= this.#largestRange;
     for (const r of this.#backend.ranges) {
       const start = o.at ?? r.start;
       if (start < r.start || start + size > r.start + r.size) continue;
