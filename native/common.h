@@ -79,23 +79,29 @@ inline Instance* GetInstance(napi_env env) {
 // Argument readers: exact types, integral, in range, or EINVAL. Every check
 // happens on the double before any conversion (converting NaN, an infinity, a
 // negative or anything >= 2^64 to an integer is undefined behaviour).
-inline double ArgNumber(const Napi::CallbackInfo& info, size_t i, const char* name) {
+// The *Value forms read one napi_value (for raw Node-API callbacks); the Arg*
+// forms read argument i of a node-addon-api call.
+inline double NumberValue(napi_env env, napi_value v, const char* name) {
   double d = 0;
   // One call: napi_get_value_double refuses non-numbers (and a missing argument, undefined) itself.
-  if (napi_get_value_double(info.Env(), info[i], &d) != napi_ok) ThrowInvalid(info.Env(), std::string(name) + " must be a number");
+  if (napi_get_value_double(env, v, &d) != napi_ok) ThrowInvalid(env, std::string(name) + " must be a number");
   return d;
 }
 
+inline double ArgNumber(const Napi::CallbackInfo& info, size_t i, const char* name) { return NumberValue(info.Env(), info[i], name); }
+
 // An integer in [0, max] (max is capped at 2^53: larger numbers are not exact in JS).
-inline uint64_t ArgUint(const Napi::CallbackInfo& info, size_t i, const char* name, uint64_t max) {
-  double d = ArgNumber(info, i, name);
+inline uint64_t UintValue(napi_env env, napi_value v, const char* name, uint64_t max) {
+  double d = NumberValue(env, v, name);
   const uint64_t cap = max < (1ull << 53) ? max : (1ull << 53);
   // Range first; converting after it is exact and defined, so the round trip tests for a fraction.
   if (!(d >= 0 && d <= static_cast<double>(cap)) || d != static_cast<double>(static_cast<uint64_t>(d))) {
-    ThrowInvalid(info.Env(), std::string(name) + " must be an integer in [0, " + std::to_string(cap) + "]");
+    ThrowInvalid(env, std::string(name) + " must be an integer in [0, " + std::to_string(cap) + "]");
   }
   return static_cast<uint64_t>(d);
 }
+
+inline uint64_t ArgUint(const Napi::CallbackInfo& info, size_t i, const char* name, uint64_t max) { return UintValue(info.Env(), info[i], name, max); }
 
 inline int ArgFd(const Napi::CallbackInfo& info, size_t i) {
   return static_cast<int>(ArgUint(info, i, "fd", INT32_MAX));
@@ -123,24 +129,29 @@ inline uint64_t ArgBigUint(const Napi::CallbackInfo& info, size_t i, const char*
   return v;
 }
 
-// A mapping handle: an open mapping of this environment, or EBADF.
-inline Mapping* ArgMapping(const Napi::CallbackInfo& info, size_t i, uint32_t* handle = nullptr) {
-  uint64_t h = ArgUint(info, i, "mapping handle", UINT32_MAX);
-  Instance* inst = GetInstance(info.Env());
+// A mapping handle: an open mapping of `inst`, or EBADF.
+inline Mapping* MappingValue(napi_env env, Instance* inst, napi_value v, uint32_t* handle = nullptr) {
+  uint64_t h = UintValue(env, v, "mapping handle", UINT32_MAX);
   if (h == 0 || h > inst->mappings.size() || inst->mappings[h - 1] == nullptr) {
-    ThrowCode(info.Env(), PM_ERR(EBADF), "mapping is not open (already unmapped?)");
+    ThrowCode(env, PM_ERR(EBADF), "mapping is not open (already unmapped?)");
   }
   if (handle != nullptr) *handle = static_cast<uint32_t>(h);
   return inst->mappings[h - 1];
 }
 
+inline Mapping* ArgMapping(const Napi::CallbackInfo& info, size_t i, uint32_t* handle = nullptr) {
+  return MappingValue(info.Env(), GetInstance(info.Env()), info[i], handle);
+}
+
 // [offset, offset + len) must lie inside the mapping.
-inline void CheckRange(const Napi::CallbackInfo& info, const Mapping* m, uint64_t offset, uint64_t len) {
+inline void CheckRange(napi_env env, const Mapping* m, uint64_t offset, uint64_t len) {
   if (offset > m->length || len > m->length - offset) {
-    ThrowCode(info.Env(), PM_ERR(ERANGE), "[" + std::to_string(offset) + ", +" + std::to_string(len) + ") is outside the mapping of " +
+    ThrowCode(env, PM_ERR(ERANGE), "[" + std::to_string(offset) + ", +" + std::to_string(len) + ") is outside the mapping of " +
                                                std::to_string(m->length) + " bytes");
   }
 }
+
+inline void CheckRange(const Napi::CallbackInfo& info, const Mapping* m, uint64_t offset, uint64_t len) { CheckRange(info.Env(), m, offset, len); }
 
 // Each further source file adds its functions to the exports object with a
 // Register<Name>(env, exports) declared here and called from Init.

@@ -161,42 +161,73 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// arrayBuffer and detach are the two calls of every DmaBuffer alloc+free, so
+// they are raw Node-API callbacks: one napi_get_cb_info for exactly the
+// arguments they read, and the environment's Instance as the function's data
+// (no instance-data lookup per call). Same checks as every other function.
+// Raw callbacks must not let a C++ exception out: Raw() turns the Napi::Error
+// that ThrowCode throws into a pending JS exception.
+template <size_t N>
+struct RawArgs {
+  napi_value argv[N];
+  Instance* inst = nullptr;
+  RawArgs(napi_env env, napi_callback_info info) {
+    size_t argc = N;
+    void* data = nullptr;
+    // Missing arguments read as undefined, which every reader refuses.
+    if (napi_get_cb_info(env, info, &argc, argv, nullptr, &data) != napi_ok || data == nullptr) {
+      ThrowCode(env, PM_ERR(EIO), "could not read the call's arguments");
+    }
+    inst = static_cast<Instance*>(data);
+  }
+};
+
+template <napi_value (*F)(napi_env, napi_callback_info)>
+napi_value Raw(napi_env env, napi_callback_info info) {
+  try {
+    return F(env, info);
+  } catch (const Napi::Error& e) {
+    e.ThrowAsJavaScriptException();
+    return nullptr;
+  }
+}
+
 // arrayBuffer(handle, offset, length) -> an external ArrayBuffer over exactly
 // [base + offset, + length): no copy, and no way to reach past its end. No
 // finalizer: the memory belongs to the mapping, and JS detaches the buffer
 // (detach) before the mapping goes away.
-Napi::Value ArrayBufferOver(const Napi::CallbackInfo& info) {
-  napi_env env = info.Env();
-  Mapping* m = ArgMapping(info, 0);
-  uint64_t offset = ArgUint(info, 1, "offset", (1ull << 53));
-  uint64_t length = ArgUint(info, 2, "length", (1ull << 53));
+napi_value ArrayBufferOver(napi_env env, napi_callback_info info) {
+  RawArgs<3> a(env, info);
+  Mapping* m = MappingValue(env, a.inst, a.argv[0]);
+  uint64_t offset = UintValue(env, a.argv[1], "offset", (1ull << 53));
+  uint64_t length = UintValue(env, a.argv[2], "length", (1ull << 53));
   // Never empty: detach takes a zero-length buffer for one already detached, and the count must stay exact.
-  if (length == 0) ThrowInvalid(info.Env(), "length must be > 0");
-  CheckRange(info, m, offset, length);
+  if (length == 0) ThrowInvalid(env, "length must be > 0");
+  CheckRange(env, m, offset, length);
   napi_value ab;
   if (napi_create_external_arraybuffer(env, m->base + offset, length, nullptr, nullptr, &ab) != napi_ok) {
-    ThrowCode(info.Env(), PM_ERR(ENOTSUP), "this runtime refuses external ArrayBuffers (V8 sandbox?)");
+    ThrowCode(env, PM_ERR(ENOTSUP), "this runtime refuses external ArrayBuffers (V8 sandbox?)");
   }
   m->attached++;
-  return Napi::Value(env, ab);
+  return ab;
 }
 
 // detach(handle, arrayBuffer): every view over the buffer becomes zero-length.
 // Only buffers that lie inside this mapping are accepted, and a buffer already
 // detached is a no-op, so the attached count stays exact.
-Napi::Value Detach(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Mapping* m = ArgMapping(info, 0);
+napi_value Detach(napi_env env, napi_callback_info info) {
+  RawArgs<2> a(env, info);
+  Mapping* m = MappingValue(env, a.inst, a.argv[0]);
   void* data = nullptr;
   size_t len = 0;
   // Refuses anything but an ArrayBuffer (napi_invalid_arg).
-  if (napi_get_arraybuffer_info(env, info[1], &data, &len) != napi_ok) ThrowInvalid(env, "second argument must be an ArrayBuffer");
-  if (data == nullptr || len == 0) return env.Undefined();  // already detached (arrayBuffer never makes empty ones)
+  if (napi_get_arraybuffer_info(env, a.argv[1], &data, &len) != napi_ok) ThrowInvalid(env, "second argument must be an ArrayBuffer");
+  if (data == nullptr || len == 0) return nullptr;  // already detached (arrayBuffer never makes empty ones)
   uint8_t* p = static_cast<uint8_t*>(data);
   if (p < m->base || p + len > m->base + m->length) ThrowInvalid(env, "ArrayBuffer does not belong to this mapping");
-  if (napi_detach_arraybuffer(env, info[1]) != napi_ok) ThrowInvalid(env, "ArrayBuffer is not detachable");
+  if (napi_detach_arraybuffer(env, a.argv[1]) != napi_ok) ThrowInvalid(env, "ArrayBuffer is not detachable");
   m->attached--;
-  return env.Undefined();
+  return nullptr;
 }
 
 // Number of ArrayBuffers over a mapping still attached: for tests and stats.
@@ -542,8 +573,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
   exports.Set("reserve", Napi::Function::New(env, Reserve, "reserve"));
   exports.Set("mapInto", Napi::Function::New(env, MapInto, "mapInto"));
-  exports.Set("arrayBuffer", Napi::Function::New(env, ArrayBufferOver, "arrayBuffer"));
-  exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
+  // Raw Node-API functions with the Instance as their data (see ArrayBufferOver).
+  const std::pair<const char*, napi_callback> raw[] = {{"arrayBuffer", Raw<ArrayBufferOver>}, {"detach", Raw<Detach>}};
+  for (const auto& f : raw) {
+    napi_value fn;
+    NAPI_THROW_IF_FAILED(env, napi_create_function(env, f.first, NAPI_AUTO_LENGTH, f.second, inst, &fn), exports);
+    exports.Set(f.first, Napi::Value(env, fn));
+  }
   exports.Set("attachedCount", Napi::Function::New(env, AttachedCount, "attachedCount"));
   exports.Set("mappingAddress", Napi::Function::New(env, MappingAddress, "mappingAddress"));
   // MMIO accessors: "read32" is readl, "read32Relaxed" readl_relaxed, and so on.
