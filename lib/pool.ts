@@ -150,8 +150,6 @@ interface Waiter {
 export class DmaBuffer {
   /** Size in bytes. */
   readonly size: number;
-  /** The block's bytes: a view over its own ArrayBuffer of exactly `size` bytes. Zero-length after free. */
-  readonly bytes: Uint8Array;
   readonly #pool: Pool;
   readonly #addr: number;
   readonly #view: number; // the backend's view id
@@ -160,15 +158,31 @@ export class DmaBuffer {
   // in a hot loop often never needs them, and a BigInt is a heap object.
   #phys: bigint | undefined;
   #bus: bigint | undefined;
+  // The block's own ArrayBuffer (detached when freed) and the Uint8Array over
+  // it, made on first read of `bytes` (or at alloc when zeroing): a buffer
+  // only handed to a device, or freed unread, never needs one.
+  readonly #ab: ArrayBuffer;
+  #bytes: Uint8Array | undefined;
 
   /** @internal Created by {@link Pool.alloc}. */
-  constructor(pool: Pool, addr: number, size: number, bytes: Uint8Array, view: number, handle: number) {
+  constructor(pool: Pool, addr: number, size: number, ab: ArrayBuffer, bytes: Uint8Array | undefined, view: number, handle: number) {
     this.#pool = pool;
     this.#addr = addr;
     this.#view = view;
     this.#handle = handle;
     this.size = size;
-    this.bytes = bytes;
+    this.#ab = ab;
+    this.#bytes = bytes;
+  }
+
+  /**
+   * The block's bytes: a view over its own ArrayBuffer of exactly `size`
+   * bytes (read-only property; the same Uint8Array on every read).
+   * Zero-length after free, as is every view taken from it.
+   */
+  get bytes(): Uint8Array {
+    // A detached ArrayBuffer cannot take a new view (TypeError): freed unread, the bytes are an empty array.
+    return (this.#bytes ??= this.#ab.byteLength !== 0 ? new Uint8Array(this.#ab) : new Uint8Array(0));
   }
 
   /** Physical address of the first byte (read-only; the same value after free). */
@@ -191,7 +205,7 @@ export class DmaBuffer {
 
   /** True once freed (by `free()`, `pool.free()` or `pool.close()`). */
   get freed(): boolean {
-    return this.bytes.byteLength === 0;
+    return this.#ab.byteLength === 0;
   }
 
   /**
@@ -205,7 +219,7 @@ export class DmaBuffer {
    * desc.setBigUint64(0, rx.busAt(i * 2048), true); // the i-th 2 KiB slot
    */
   busAt(offset: number): bigint {
-    return addressAt('busAt', this.bus, this.size, offset, this.bytes.byteLength === 0);
+    return addressAt('busAt', this.bus, this.size, offset, this.#ab.byteLength === 0);
   }
 
   /**
@@ -216,7 +230,7 @@ export class DmaBuffer {
    * @throws {PhysmemError} EINVAL (not an integer, or the buffer was freed), ERANGE (outside the buffer).
    */
   physAt(offset: number): bigint {
-    return addressAt('physAt', this.phys, this.size, offset, this.bytes.byteLength === 0);
+    return addressAt('physAt', this.phys, this.size, offset, this.#ab.byteLength === 0);
   }
 
   /**
@@ -225,7 +239,7 @@ export class DmaBuffer {
    */
   free(): void {
     // bytes detached means freed: never free the address again, someone else may own it now.
-    if (this.bytes.byteLength === 0) {
+    if (this.#ab.byteLength === 0) {
       throw new PhysmemError('EINVAL', `DmaBuffer at ${hex(this.#addr)} was already freed`, { hint: 'free each buffer once' });
     }
     this.#pool[kFree](this.#addr, this.#view, this.#handle);
@@ -233,7 +247,7 @@ export class DmaBuffer {
 
   /** Same as {@link DmaBuffer.free}, but a no-op once freed. */
   [Symbol.dispose](): void {
-    if (this.bytes.byteLength !== 0) this.#pool[kFree](this.#addr, this.#view, this.#handle);
+    if (this.#ab.byteLength !== 0) this.#pool[kFree](this.#addr, this.#view, this.#handle);
   }
 
   /**
@@ -249,7 +263,7 @@ export class DmaBuffer {
    *   EBADF after the pool closed; ENOTSUP when the pool is not coherent and its backend cannot sync.
    */
   syncForDevice(offset = 0, length = this.size - offset, direction: SyncDirection = 'bidirectional'): void {
-    this.#pool[kSync](this.#addr, this.size, this.bytes.byteLength === 0, offset, length, direction, true);
+    this.#pool[kSync](this.#addr, this.size, this.#ab.byteLength === 0, offset, length, direction, true);
   }
 
   /**
@@ -260,7 +274,7 @@ export class DmaBuffer {
    * @throws {PhysmemError} as {@link DmaBuffer.syncForDevice}.
    */
   syncForCpu(offset = 0, length = this.size - offset, direction: SyncDirection = 'bidirectional'): void {
-    this.#pool[kSync](this.#addr, this.size, this.bytes.byteLength === 0, offset, length, direction, false);
+    this.#pool[kSync](this.#addr, this.size, this.#ab.byteLength === 0, offset, length, direction, false);
   }
 }
 
@@ -607,8 +621,7 @@ export class Pool {
       throw e;
     }
     const ab = this.#backend.buffer(view);
-    const bytes = new Uint8Array(ab);
-    if (zero) bytes.fill(0);
+    const bytes = zero ? new Uint8Array(ab).fill(0) : undefined;
     // Holes (view ids beyond the end) are filled first so the arrays stay packed.
     const addrs = this.#viewAddr;
     while (addrs.length < view) {
@@ -619,7 +632,7 @@ export class Pool {
     this.#viewHandle[view] = handle;
     this.#liveCount++;
     if (this.#byAddr !== undefined) this.#byAddr.set(addr, view);
-    const buf = new DmaBuffer(this, addr, size, bytes, view, handle);
+    const buf = new DmaBuffer(this, addr, size, ab, bytes, view, handle);
     if (this.#leaks !== undefined) {
       this.#leaks.watch(buf, addr, view);
       if (this.#sites !== undefined) this.#sites.set(addr, allocationSite());

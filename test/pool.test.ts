@@ -95,6 +95,25 @@ describe('DmaBuffer', () => {
     expect(p.stats().count).toBe(0);
   });
 
+  it('bytes: one Uint8Array over exactly the block, whether first read before or after free, zero-length after free', () => {
+    const p = fake();
+    const a = p.alloc(100, { zero: false });
+    const b = p.alloc(100, { zero: false });
+    expect(a.bytes).toBe(a.bytes);
+    expect(a.bytes.byteLength).toBe(100);
+    a.bytes[99] = 7;
+    p.findBlock(a.phys); // unrelated lookups leave it as it is
+    expect(a.bytes[99]).toBe(7);
+    const view = a.bytes.subarray(90);
+    a.free();
+    expect(a.bytes.byteLength).toBe(0);
+    expect(view.byteLength).toBe(0);
+    b.free(); // never read while live
+    expect(b.bytes).toBeInstanceOf(Uint8Array);
+    expect(b.bytes.byteLength).toBe(0);
+    expect(b.freed).toBe(true);
+  });
+
   it('frees through Symbol.dispose, once', () => {
     const p = fake();
     const b = p.alloc(64);
