@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { RangeAllocator, MIN_ALIGN, DEFAULT_ALIGN, SCAN_LIMIT, type BlockInfo } from '../lib/allocator/index.js';
 import { throwsWith } from './helpers/errors.js';
-import { NF } from '../lib/allocator/state.js';
+import { Rec } from '../lib/allocator/state.js';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
@@ -480,10 +480,10 @@ describe('stats, walk, check', () => {
     // Break the address order: move a block's start past its successor.
     const saved = priv.F.slice();
     const blockNode = (() => {
-      for (let n = 0; n < priv.F.length / NF; n++) if (priv.F[n * NF] === 64) return n;
+      for (let n = 0; n < priv.F.length / Rec.NF; n++) if (priv.F[n * Rec.NF] === 64) return n;
       return -1;
     })();
-    priv.F[blockNode * NF] = 2 * MiB;
+    priv.F[blockNode * Rec.NF] = 2 * MiB;
     throwsWith(() => a.check(), 'EIO', /corrupt/);
     priv.F.set(saved);
     a.check();

@@ -13,11 +13,11 @@
  * @internal
  * @module
  */
-import { INV_TWO32 } from './size-class.js';
-import { type AllocatorState, I_META, I_PNEXT, NF, NI } from './state.js';
+import { Num } from './size-class.js';
+import { type AllocatorState, Rec } from './state.js';
 
 /** Slots of a fresh table. */
-export const INITIAL_HASH = 256;
+const INITIAL_HASH = 256;
 
 /** Forget the table (until {@link ensureHash}); the hot paths stop maintaining it. */
 export function dropHash(st: AllocatorState): void {
@@ -38,8 +38,8 @@ export function ensureHash(st: AllocatorState): void {
   const I = st.I;
   for (let r = 0; r < st.nRanges; r++) {
     const tail = st.rTail[r];
-    for (let n = I[st.rHead[r] * NI + I_PNEXT]; n !== tail; n = I[n * NI + I_PNEXT]) {
-      if (I[n * NI + I_META] >= 0) hashInsert(st, n, st.F[n * NF]);
+    for (let n = I[st.rHead[r] * Rec.NI + Rec.PNEXT]; n !== tail; n = I[n * Rec.NI + Rec.PNEXT]) {
+      if (I[n * Rec.NI + Rec.META] >= 0) hashInsert(st, n, st.F[n * Rec.NF]);
     }
   }
 }
@@ -57,7 +57,7 @@ export function hashInit(st: AllocatorState, cap: number): void {
  * (addresses reach 2^53; `a >>> 0` is a mod 2^32).
  */
 export function hashOf(st: AllocatorState, a: number): number {
-  return (Math.imul((a >>> 0) ^ Math.imul((a * INV_TWO32) | 0, 0x2545f491), 0x9e3779b1) >>> st.htShift) & st.htMask;
+  return (Math.imul((a >>> 0) ^ Math.imul((a * Num.INV_TWO32) | 0, 0x2545f491), 0x9e3779b1) >>> st.htShift) & st.htMask;
 }
 
 /** Node of the live block starting at a, or -1. */
@@ -67,7 +67,7 @@ export function hashGet(st: AllocatorState, a: number): number {
   const m = st.htMask;
   for (let i = hashOf(st, a); ; i = (i + 1) & m) {
     const n = HT[2 * i];
-    if (n < 0 || st.F[n * NF] === a) return n;
+    if (n < 0 || st.F[n * Rec.NF] === a) return n;
   }
 }
 
@@ -125,7 +125,7 @@ export function hashGrow(st: AllocatorState): void {
   for (let s = 0; s < old.length; s += 2) {
     const n = old[s];
     if (n < 0) continue;
-    const home = hashOf(st, st.F[n * NF]);
+    const home = hashOf(st, st.F[n * Rec.NF]);
     let i = home;
     while (HT[2 * i] >= 0) i = (i + 1) & m;
     HT[2 * i] = n;

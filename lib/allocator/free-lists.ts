@@ -6,8 +6,8 @@
  * @internal
  * @module
  */
-import { INV_POW2, NCLASS } from './size-class.js';
-import { type AllocatorState, FL_STRIDE, I_FNEXT, I_FPREV, I_META, M_FREE0, NI, RSTRIDE_LOG2 } from './state.js';
+import { INV_POW2, Cls } from './size-class.js';
+import { type AllocatorState, Lists, Rec, Tag } from './state.js';
 
 /**
  * classOf (size-class.ts) for a block size held in a double, written so that
@@ -23,14 +23,14 @@ export function fileClass(size: number): number {
   return ((l - 5) << 5) + Math.floor(size * INV_POW2[l - 5]);
 }
 
-/** Put free node n (its size already set) at the head of free list g (range * RSTRIDE + class). */
+/** Put free node n (its size already set) at the head of free list g (range * Lists.RSTRIDE + class). */
 export function insertFree(st: AllocatorState, n: number, g: number): void {
   const I = st.I;
   const h = st.heads[g];
-  I[n * NI + I_FPREV] = -1;
-  I[n * NI + I_FNEXT] = h;
-  I[n * NI + I_META] = M_FREE0 - g;
-  if (h >= 0) I[h * NI + I_FPREV] = n;
+  I[n * Rec.NI + Rec.FPREV] = -1;
+  I[n * Rec.NI + Rec.FNEXT] = h;
+  I[n * Rec.NI + Rec.META] = Tag.FREE0 - g;
+  if (h >= 0) I[h * Rec.NI + Rec.FPREV] = n;
   else setBit(st, g);
   st.heads[g] = n;
 }
@@ -38,12 +38,12 @@ export function insertFree(st: AllocatorState, n: number, g: number): void {
 /** Take free node n off its free list (its tag still says free). */
 export function removeFree(st: AllocatorState, n: number): void {
   const I = st.I;
-  const fp = I[n * NI + I_FPREV];
-  const fx = I[n * NI + I_FNEXT];
-  if (fx >= 0) I[fx * NI + I_FPREV] = fp;
-  if (fp >= 0) I[fp * NI + I_FNEXT] = fx;
+  const fp = I[n * Rec.NI + Rec.FPREV];
+  const fx = I[n * Rec.NI + Rec.FNEXT];
+  if (fx >= 0) I[fx * Rec.NI + Rec.FPREV] = fp;
+  if (fp >= 0) I[fp * Rec.NI + Rec.FNEXT] = fx;
   else {
-    const g = M_FREE0 - I[n * NI + I_META];
+    const g = Tag.FREE0 - I[n * Rec.NI + Rec.META];
     st.heads[g] = fx;
     if (fx < 0) clearBit(st, g);
   }
@@ -53,8 +53,8 @@ export function removeFree(st: AllocatorState, n: number): void {
 export function setBit(st: AllocatorState, g: number): void {
   const w = g >>> 5;
   if (st.slBits[w] === 0) {
-    const r = g >>> RSTRIDE_LOG2;
-    const fl = w - r * FL_STRIDE;
+    const r = g >>> Lists.RSTRIDE_LOG2;
+    const fl = w - r * Lists.FL_STRIDE;
     if (fl < 32) st.flLo[r] |= 1 << fl;
     else st.flHi[r] |= 1 << (fl - 32);
   }
@@ -67,8 +67,8 @@ export function clearBit(st: AllocatorState, g: number): void {
   const m = st.slBits[w] & ~(1 << (g & 31));
   st.slBits[w] = m;
   if (m === 0) {
-    const r = g >>> RSTRIDE_LOG2;
-    const fl = w - r * FL_STRIDE;
+    const r = g >>> Lists.RSTRIDE_LOG2;
+    const fl = w - r * Lists.FL_STRIDE;
     if (fl < 32) st.flLo[r] &= ~(1 << fl);
     else st.flHi[r] &= ~(1 << (fl - 32));
   }
@@ -76,9 +76,9 @@ export function clearBit(st: AllocatorState, g: number): void {
 
 /** First non-empty class >= c in range r, or -1. The hot path (allocPlain) inlines this. */
 export function findClass(st: AllocatorState, r: number, c: number): number {
-  if (c >= NCLASS) return -1;
+  if (c >= Cls.NCLASS) return -1;
   let fl = c >>> 5;
-  let m = st.slBits[r * FL_STRIDE + fl] & (-1 << (c & 31));
+  let m = st.slBits[r * Lists.FL_STRIDE + fl] & (-1 << (c & 31));
   if (m !== 0) return (fl << 5) + (31 - Math.clz32(m & -m));
   fl++;
   if (fl < 32) {
@@ -91,6 +91,6 @@ export function findClass(st: AllocatorState, r: number, c: number): number {
     if (m === 0) return -1;
     fl = 63 - Math.clz32(m & -m);
   }
-  m = st.slBits[r * FL_STRIDE + fl];
+  m = st.slBits[r * Lists.FL_STRIDE + fl];
   return (fl << 5) + (31 - Math.clz32(m & -m));
 }

@@ -23,29 +23,21 @@ import { describeValue, hex, isPowerOfTwo, optionsChecker } from '../internal/va
 import { dropHash, ensureHash, hashDelete, hashGet, hashGrow, hashInsert } from './address-hash.js';
 import { clearBit, fileClass, insertFree, removeFree, setBit, findClass } from './free-lists.js';
 import { check, stats, walk } from './inspect.js';
-import { INV_POW2, INV_TWO32, NCLASS, TWO53, classOf, modPow2, padTo, searchClassOf } from './size-class.js';
+import { INV_POW2, Num, Cls, classOf, modPow2, padTo, searchClassOf } from './size-class.js';
 import { containing, dropAllTowers, dropTower, towerFor } from './skip-list.js';
-import {
-  AllocatorState,
-  FL_STRIDE,
-  I_FNEXT,
-  I_FPREV,
-  I_META,
-  I_PNEXT,
-  I_PPREV,
-  I_TOWER,
-  M_FREE0,
-  M_SENTINEL,
-  NF,
-  NI,
-  RSTRIDE,
-} from './state.js';
+import { AllocatorState, Lists, Rec, Tag } from './state.js';
 import type { AllocatorRange, AllocOptions, AllocatorStats, BlockInfo, WalkCallback } from './types.js';
 
+/** This module's own uses of the two alignments (an exported `const` is read from its module cell at each use; see Rec in state.ts). */
+const enum Align {
+  MIN = 8,
+  DEFAULT = 64,
+}
+
 /** The allocation granule: block sizes are rounded up to it and every block starts on it. */
-export const MIN_ALIGN = 8;
+export const MIN_ALIGN: number = Align.MIN;
 /** Alignment used when `align` is not given: one cache line. */
-export const DEFAULT_ALIGN = 64;
+export const DEFAULT_ALIGN: number = Align.DEFAULT;
 /** Highest owner tag accepted. */
 export const MAX_OWNER = 0x7fffffff;
 /**
@@ -64,7 +56,7 @@ function shown(x: unknown): string {
 
 /** An integer (number or bigint) in [0, 2^53], as a number, or -1. */
 function toAddress(x: unknown): number {
-  if (typeof x === 'number') return Number.isInteger(x) && x >= 0 && x <= TWO53 ? x : -1;
+  if (typeof x === 'number') return Number.isInteger(x) && x >= 0 && x <= Num.TWO53 ? x : -1;
   if (typeof x === 'bigint') return x >= 0n && x <= 9007199254740992n ? Number(x) : -1;
   return -1;
 }
@@ -143,14 +135,14 @@ export class RangeAllocator {
       }
       const { start: s0, size: z0 } = r as { start?: unknown; size?: unknown };
       const start = toAddress(s0);
-      if (start < 0 || start >= TWO53) {
+      if (start < 0 || start >= Num.TWO53) {
         throw invalidArgument(`ranges[${i}].start must be an integer (number or bigint) from 0 to 2^53 - 1, got ${shown(s0)}`);
       }
       const size = toAddress(z0);
       if (size <= 0) {
         throw invalidArgument(`ranges[${i}].size must be a positive integer (number or bigint) of bytes, got ${shown(z0)}`);
       }
-      if (start + size > TWO53) {
+      if (start + size > Num.TWO53) {
         throw invalidArgument(
           `ranges[${i}] = [${hex(start)}, ${hex(start)} + ${size}) ends above 2^53; addresses must stay below 2^53 to be exact numbers`,
         );
@@ -229,7 +221,7 @@ export class RangeAllocator {
     if (options !== undefined) return this.allocWith(size, options);
     if (!Number.isInteger(size) || size <= 0) throw badSize(size);
     if (size > this.maxRangeSize) return -1;
-    return this.allocPlain(size <= 0x7ffffff0 ? (size + 7) & -8 : Math.ceil(size / 8) * 8, DEFAULT_ALIGN, 0);
+    return this.allocPlain(size <= 0x7ffffff0 ? (size + 7) & -8 : Math.ceil(size / 8) * 8, Align.DEFAULT, 0);
   }
 
   /**
@@ -260,7 +252,7 @@ export class RangeAllocator {
     const st = this.st;
     if (handle !== undefined) {
       // The handle is the block's node: accept it only if that node is live and starts at `address`.
-      if (!(handle >= 0 && handle < st.nodeCap && (handle | 0) === handle) || st.F[handle * NF] !== address || st.I[handle * NI + I_META] < 0) {
+      if (!(handle >= 0 && handle < st.nodeCap && (handle | 0) === handle) || st.F[handle * Rec.NF] !== address || st.I[handle * Rec.NI + Rec.META] < 0) {
         throw this.badHandle(address, handle);
       }
       if (st.hashOn) hashDelete(st, handle, address);
@@ -272,12 +264,12 @@ export class RangeAllocator {
     const F = st.F;
     const m = st.htMask;
     // Lookup: inlined hashOf and hashGet (address-hash.ts).
-    let i = (Math.imul((address >>> 0) ^ Math.imul((address * INV_TWO32) | 0, 0x2545f491), 0x9e3779b1) >>> st.htShift) & m;
+    let i = (Math.imul((address >>> 0) ^ Math.imul((address * Num.INV_TWO32) | 0, 0x2545f491), 0x9e3779b1) >>> st.htShift) & m;
     let n: number;
     for (;;) {
       n = HT[2 * i];
       if (n < 0) throw this.badFree(address);
-      if (F[n * NF] === address) break;
+      if (F[n * Rec.NF] === address) break;
       i = (i + 1) & m;
     }
     // Deletion: inlined shiftBack (address-hash.ts); reads home slots, not nodes.
@@ -316,14 +308,14 @@ export class RangeAllocator {
     let bytes = 0;
     for (let r = 0; r < st.nRanges; r++) {
       const tail = st.rTail[r];
-      let cur = st.I[st.rHead[r] * NI + I_PNEXT];
+      let cur = st.I[st.rHead[r] * Rec.NI + Rec.PNEXT];
       while (cur !== tail) {
-        if (st.I[cur * NI + I_META] === owner) {
-          if (st.hashOn) hashDelete(st, cur, st.F[cur * NF]);
+        if (st.I[cur * Rec.NI + Rec.META] === owner) {
+          if (st.hashOn) hashDelete(st, cur, st.F[cur * Rec.NF]);
           bytes += this.release(cur);
           cur = st.merged;
         }
-        cur = st.I[cur * NI + I_PNEXT];
+        cur = st.I[cur * Rec.NI + Rec.PNEXT];
       }
     }
     return bytes;
@@ -336,7 +328,7 @@ export class RangeAllocator {
   sizeOf(address: number): number {
     ensureHash(this.st);
     const n = hashGet(this.st, address);
-    return n < 0 ? -1 : this.st.F[n * NF + 1];
+    return n < 0 ? -1 : this.st.F[n * Rec.NF + 1];
   }
 
   /**
@@ -346,7 +338,7 @@ export class RangeAllocator {
   ownerOf(address: number): number {
     ensureHash(this.st);
     const n = hashGet(this.st, address);
-    return n < 0 ? -1 : this.st.I[n * NI + I_META];
+    return n < 0 ? -1 : this.st.I[n * Rec.NI + Rec.META];
   }
 
   /**
@@ -361,7 +353,7 @@ export class RangeAllocator {
     ensureHash(this.st);
     const n = hashGet(this.st, address);
     if (n < 0) throw invalidArgument(`no live block starts at ${shown(address)}`);
-    this.st.I[n * NI + I_META] = owner;
+    this.st.I[n * Rec.NI + Rec.META] = owner;
   }
 
   /**
@@ -376,7 +368,7 @@ export class RangeAllocator {
     const r = st.rangeOf(address);
     if (r < 0) return -1;
     const n = containing(st, r, address);
-    return st.I[n * NI + I_META] >= 0 ? st.F[n * NF] : -1;
+    return st.I[n * Rec.NI + Rec.META] >= 0 ? st.F[n * Rec.NF] : -1;
   }
 
   /** Byte and block counts, in total and per range. O(number of blocks). */
@@ -435,7 +427,7 @@ export class RangeAllocator {
       checkOwner(owner);
       own = owner;
     }
-    let al = DEFAULT_ALIGN;
+    let al = Align.DEFAULT;
     if (align !== undefined) {
       if (!isPowerOfTwo(align)) {
         throw invalidArgument(`align must be a power of two number of bytes (1, 2, 4, ..., 4096, ...), got ${shown(align)}`);
@@ -443,7 +435,7 @@ export class RangeAllocator {
       if (align > this.maxRangeSize) {
         throw invalidArgument(`align ${align} is larger than the largest range (${this.maxRangeSize} bytes)`);
       }
-      al = align < MIN_ALIGN ? MIN_ALIGN : align;
+      al = align < Align.MIN ? Align.MIN : align;
     }
     let b = 0;
     if (boundary !== undefined) {
@@ -476,7 +468,7 @@ export class RangeAllocator {
         if ((typeof at === 'bigint' && at > 0n) || (typeof at === 'number' && Number.isInteger(at) && at > 0)) return -1;
         throw invalidArgument(`at must be a non-negative integer address (number or bigint), got ${shown(at)}`);
       }
-      if (modPow2(a, MIN_ALIGN) !== 0) {
+      if (modPow2(a, Align.MIN) !== 0) {
         throw invalidArgument(`at ${hex(a)} is not a multiple of ${MIN_ALIGN}: blocks start on ${MIN_ALIGN}-byte granules`);
       }
       if (align !== undefined && modPow2(a, al) !== 0) {
@@ -514,7 +506,7 @@ export class RangeAllocator {
       c = ((l - 5) << 5) + (t >>> (l - 5));
     } else {
       c = searchClassOf(s);
-      if (c >= NCLASS) return -1;
+      if (c >= Cls.NCLASS) return -1;
     }
     const slBits = st.slBits;
     const cfl = c >>> 5;
@@ -523,7 +515,7 @@ export class RangeAllocator {
     for (; r >= 0; r--) {
       // First non-empty class >= c in range r: inlined findClass (free-lists.ts).
       let fl = cfl;
-      let m = slBits[r * FL_STRIDE + fl] & cmask;
+      let m = slBits[r * Lists.FL_STRIDE + fl] & cmask;
       if (m === 0) {
         fl++;
         if (fl < 32) {
@@ -536,10 +528,10 @@ export class RangeAllocator {
           if (m === 0) continue;
           fl = 63 - Math.clz32(m & -m);
         }
-        m = slBits[r * FL_STRIDE + fl];
+        m = slBits[r * Lists.FL_STRIDE + fl];
       }
-      const n = st.heads[r * RSTRIDE + (fl << 5) + (31 - Math.clz32(m & -m))];
-      const a = st.F[n * NF];
+      const n = st.heads[r * Lists.RSTRIDE + (fl << 5) + (31 - Math.clz32(m & -m))];
+      const a = st.F[n * Rec.NF];
       const rem = align <= 2147483648 ? (a >>> 0) & (align - 1) : a % align;
       // The take* helpers return nothing: an address above 2^30 returned from
       // a call that is not inlined would be boxed in a fresh HeapNumber.
@@ -548,7 +540,7 @@ export class RangeAllocator {
         return a;
       }
       const at = a + align - rem;
-      if (at + s <= a + st.F[n * NF + 1]) {
+      if (at + s <= a + st.F[n * Rec.NF + 1]) {
         this.takeInside(n, at, s, owner);
         return at;
       }
@@ -557,7 +549,7 @@ export class RangeAllocator {
     // No class >= c has a block in any range: only blocks of the classes
     // below c can still hold s bytes; when alignment is small (no search
     // slack needed) looking through them is exact and all there is to do.
-    if (r < 0 && align <= DEFAULT_ALIGN) {
+    if (r < 0 && align <= Align.DEFAULT) {
       // Usually those classes are empty: test their bits before calling out.
       // lo = classOf(s) (size-class.ts), inlined.
       let lo: number;
@@ -567,13 +559,13 @@ export class RangeAllocator {
         lo = ((l - 5) << 5) + (s >>> (l - 5));
       } else lo = classOf(s);
       for (let rr = st.nRanges - 1; rr >= 0; rr--) {
-        for (let g = rr * RSTRIDE + lo, ge = rr * RSTRIDE + c; g < ge; g++) {
+        for (let g = rr * Lists.RSTRIDE + lo, ge = rr * Lists.RSTRIDE + c; g < ge; g++) {
           if ((slBits[g >>> 5] & (1 << (g & 31))) !== 0) return this.scanBelow(s, c, align, owner);
         }
       }
       return -1;
     }
-    return this.allocSearch(s, align, 0, Infinity, owner, align <= DEFAULT_ALIGN);
+    return this.allocSearch(s, align, 0, Infinity, owner, align <= Align.DEFAULT);
   }
 
   /**
@@ -587,11 +579,11 @@ export class RangeAllocator {
     const lo = classOf(s);
     for (let r = st.nRanges - 1; r >= 0; r--) {
       for (let cc = lo; cc < c; cc++) {
-        const g = r * RSTRIDE + cc;
+        const g = r * Lists.RSTRIDE + cc;
         if ((st.slBits[g >>> 5] & (1 << (g & 31))) === 0) continue;
-        for (let n = st.heads[g]; n >= 0; n = I[n * NI + I_FNEXT]) {
-          const a = F[n * NF];
-          const size = F[n * NF + 1];
+        for (let n = st.heads[g]; n >= 0; n = I[n * Rec.NI + Rec.FNEXT]) {
+          const a = F[n * Rec.NF];
+          const size = F[n * Rec.NF + 1];
           const at = a + padTo(a, align);
           if (at + s <= a + size) {
             this.take(n, at, s, owner);
@@ -625,14 +617,14 @@ export class RangeAllocator {
     const I = st.I;
     for (let phase = 0; phase < 2; phase++) {
       const from = phase === 0 ? cHigh : cLow;
-      const to = phase === 0 ? NCLASS : cHigh;
+      const to = phase === 0 ? Cls.NCLASS : cHigh;
       for (let i = 0; i < R; i++) {
         const r = up ? i : R - 1 - i;
         if (st.rStart[r] + s - 1 > max) break; // and every range above
         for (let c = findClass(st, r, from); c >= 0 && c < to; c = findClass(st, r, c + 1)) {
-          for (let n = st.heads[r * RSTRIDE + c]; n >= 0; n = I[n * NI + I_FNEXT]) {
+          for (let n = st.heads[r * Lists.RSTRIDE + c]; n >= 0; n = I[n * Rec.NI + Rec.FNEXT]) {
             // Lowest start in block n meeting every constraint.
-            const a = F[n * NF];
+            const a = F[n * Rec.NF];
             let at = a + padTo(a, align);
             if (boundary !== 0) {
               // Crossing: move to the boundary crossed, which is aligned when
@@ -640,7 +632,7 @@ export class RangeAllocator {
               const off = modPow2(at, boundary);
               if (off + s > boundary) at += boundary - off;
             }
-            if (at + s <= a + F[n * NF + 1] && at + s - 1 <= max) {
+            if (at + s <= a + F[n * Rec.NF + 1] && at + s - 1 <= max) {
               this.take(n, at, s, owner);
               return at;
             }
@@ -659,15 +651,15 @@ export class RangeAllocator {
     const r = st.rangeOf(at);
     if (r < 0 || at + s > st.rEnd[r]) return -1;
     const n = containing(st, r, at);
-    if (st.I[n * NI + I_META] > M_FREE0) return -1;
-    if (at + s > st.F[n * NF] + st.F[n * NF + 1]) return -1;
+    if (st.I[n * Rec.NI + Rec.META] > Tag.FREE0) return -1;
+    if (at + s > st.F[n * Rec.NF] + st.F[n * Rec.NF + 1]) return -1;
     this.take(n, at, s, owner);
     return at;
   }
 
   /** Carve [at, at + s) out of free block n. Needs 2 unused nodes. */
   private take(n: number, at: number, s: number, owner: number): void {
-    if (at === this.st.F[n * NF]) this.takeLow(n, s, owner);
+    if (at === this.st.F[n * Rec.NF]) this.takeLow(n, s, owner);
     else this.takeInside(n, at, s, owner);
   }
 
@@ -681,66 +673,66 @@ export class RangeAllocator {
     const F = st.F;
     const I = st.I;
     const heads = st.heads;
-    const b = n * NI;
-    const a = F[n * NF];
-    const rest = F[n * NF + 1] - s;
+    const b = n * Rec.NI;
+    const a = F[n * Rec.NF];
+    const rest = F[n * Rec.NF + 1] - s;
     let u = n;
     if (rest === 0) {
       // Exact fit: unlink n from its free list (inlined removeFree, free-lists.ts).
-      const g = M_FREE0 - I[b + I_META];
-      const fp = I[b + I_FPREV];
-      const fx = I[b + I_FNEXT];
-      if (fx >= 0) I[fx * NI + I_FPREV] = fp;
-      if (fp >= 0) I[fp * NI + I_FNEXT] = fx;
+      const g = Tag.FREE0 - I[b + Rec.META];
+      const fp = I[b + Rec.FPREV];
+      const fx = I[b + Rec.FNEXT];
+      if (fx >= 0) I[fx * Rec.NI + Rec.FPREV] = fp;
+      if (fp >= 0) I[fp * Rec.NI + Rec.FNEXT] = fx;
       else {
         heads[g] = fx;
         if (fx < 0) clearBit(st, g);
       }
-      I[b + I_META] = owner;
+      I[b + Rec.META] = owner;
     } else {
       // New node u before n for the live block (inlined newNode, state.ts).
       u = st.nodeFree;
-      const ub = u * NI;
-      st.nodeFree = I[ub + I_FNEXT];
+      const ub = u * Rec.NI;
+      st.nodeFree = I[ub + Rec.FNEXT];
       st.nodeAvail--;
-      F[u * NF] = a;
-      F[u * NF + 1] = s;
-      F[n * NF] = a + s;
-      F[n * NF + 1] = rest;
-      I[ub + I_META] = owner;
-      const p = I[b + I_PPREV];
-      I[ub + I_PPREV] = p;
-      I[ub + I_PNEXT] = n;
-      I[p * NI + I_PNEXT] = u;
-      I[b + I_PPREV] = u;
+      F[u * Rec.NF] = a;
+      F[u * Rec.NF + 1] = s;
+      F[n * Rec.NF] = a + s;
+      F[n * Rec.NF + 1] = rest;
+      I[ub + Rec.META] = owner;
+      const p = I[b + Rec.PPREV];
+      I[ub + Rec.PPREV] = p;
+      I[ub + Rec.PNEXT] = n;
+      I[p * Rec.NI + Rec.PNEXT] = u;
+      I[b + Rec.PPREV] = u;
       if (st.towersOn) towerFor(st, u);
       // Re-file n if its size class changed: inlined fileClass (free-lists.ts).
-      const g = M_FREE0 - I[b + I_META];
+      const g = Tag.FREE0 - I[b + Rec.META];
       let c: number;
       if (rest < 64) c = rest;
       else if (rest < 2147483648) {
         const l = 31 - Math.clz32(rest);
         c = ((l - 5) << 5) + (rest >>> (l - 5));
       } else {
-        const l = 63 - Math.clz32(rest * INV_TWO32);
+        const l = 63 - Math.clz32(rest * Num.INV_TWO32);
         c = ((l - 5) << 5) + Math.floor(rest * INV_POW2[l - 5]);
       }
-      const ng = (g & -RSTRIDE) + c;
+      const ng = (g & -Lists.RSTRIDE) + c;
       if (ng !== g) {
         // Inlined removeFree and insertFree (free-lists.ts).
-        const fp = I[b + I_FPREV];
-        const fx = I[b + I_FNEXT];
-        if (fx >= 0) I[fx * NI + I_FPREV] = fp;
-        if (fp >= 0) I[fp * NI + I_FNEXT] = fx;
+        const fp = I[b + Rec.FPREV];
+        const fx = I[b + Rec.FNEXT];
+        if (fx >= 0) I[fx * Rec.NI + Rec.FPREV] = fp;
+        if (fp >= 0) I[fp * Rec.NI + Rec.FNEXT] = fx;
         else {
           heads[g] = fx;
           if (fx < 0) clearBit(st, g);
         }
         const h = heads[ng];
-        I[b + I_FPREV] = -1;
-        I[b + I_FNEXT] = h;
-        I[b + I_META] = M_FREE0 - ng;
-        if (h >= 0) I[h * NI + I_FPREV] = n;
+        I[b + Rec.FPREV] = -1;
+        I[b + Rec.FNEXT] = h;
+        I[b + Rec.META] = Tag.FREE0 - ng;
+        if (h >= 0) I[h * Rec.NI + Rec.FPREV] = n;
         else setBit(st, ng);
         heads[ng] = n;
       }
@@ -749,7 +741,7 @@ export class RangeAllocator {
       // Inlined hashOf and hashInsert (address-hash.ts).
       const HT = st.HT;
       const m = st.htMask;
-      const home = (Math.imul((a >>> 0) ^ Math.imul((a * INV_TWO32) | 0, 0x2545f491), 0x9e3779b1) >>> st.htShift) & m;
+      const home = (Math.imul((a >>> 0) ^ Math.imul((a * Num.INV_TWO32) | 0, 0x2545f491), 0x9e3779b1) >>> st.htShift) & m;
       let i = home;
       while (HT[2 * i] >= 0) i = (i + 1) & m;
       HT[2 * i] = u;
@@ -766,21 +758,21 @@ export class RangeAllocator {
     const st = this.st;
     const F = st.F;
     const I = st.I;
-    const base = (M_FREE0 - I[n * NI + I_META]) & -RSTRIDE;
-    const a = F[n * NF];
-    const end = a + F[n * NF + 1];
+    const base = (Tag.FREE0 - I[n * Rec.NI + Rec.META]) & -Lists.RSTRIDE;
+    const a = F[n * Rec.NF];
+    const end = a + F[n * Rec.NF + 1];
     removeFree(st, n);
-    F[n * NF + 1] = at - a;
+    F[n * Rec.NF + 1] = at - a;
     insertFree(st, n, base + fileClass(at - a));
     const u = st.newNode();
-    F[u * NF] = at;
-    F[u * NF + 1] = s;
-    I[u * NI + I_META] = owner;
+    F[u * Rec.NF] = at;
+    F[u * Rec.NF + 1] = s;
+    I[u * Rec.NI + Rec.META] = owner;
     this.linkAfter(n, u);
     if (end > at + s) {
       const t = st.newNode();
-      F[t * NF] = at + s;
-      F[t * NF + 1] = end - at - s;
+      F[t * Rec.NF] = at + s;
+      F[t * Rec.NF + 1] = end - at - s;
       this.linkAfter(u, t);
       insertFree(st, t, base + fileClass(end - at - s));
     }
@@ -794,11 +786,11 @@ export class RangeAllocator {
   private linkAfter(p: number, x: number): void {
     const st = this.st;
     const I = st.I;
-    const nx = I[p * NI + I_PNEXT];
-    I[x * NI + I_PPREV] = p;
-    I[x * NI + I_PNEXT] = nx;
-    I[nx * NI + I_PPREV] = x;
-    I[p * NI + I_PNEXT] = x;
+    const nx = I[p * Rec.NI + Rec.PNEXT];
+    I[x * Rec.NI + Rec.PPREV] = p;
+    I[x * Rec.NI + Rec.PNEXT] = nx;
+    I[nx * Rec.NI + Rec.PPREV] = x;
+    I[p * Rec.NI + Rec.PNEXT] = x;
     if (st.towersOn) towerFor(st, x);
   }
 
@@ -806,11 +798,11 @@ export class RangeAllocator {
   private unlink(x: number): void {
     const st = this.st;
     const I = st.I;
-    const b = x * NI;
-    const p = I[b + I_PPREV];
-    const nx = I[b + I_PNEXT];
-    I[p * NI + I_PNEXT] = nx;
-    I[nx * NI + I_PPREV] = p;
+    const b = x * Rec.NI;
+    const p = I[b + Rec.PPREV];
+    const nx = I[b + Rec.PNEXT];
+    I[p * Rec.NI + Rec.PNEXT] = nx;
+    I[nx * Rec.NI + Rec.PPREV] = p;
     if (st.towersOn) dropTower(st, x);
     st.recycle(x);
   }
@@ -825,41 +817,41 @@ export class RangeAllocator {
     const F = st.F;
     const I = st.I;
     const heads = st.heads;
-    const b = n * NI;
-    const s = F[n * NF + 1];
-    const p = I[b + I_PPREV];
-    const x = I[b + I_PNEXT];
+    const b = n * Rec.NI;
+    const s = F[n * Rec.NF + 1];
+    const p = I[b + Rec.PPREV];
+    const x = I[b + Rec.PNEXT];
     st.counts[0] -= s;
     st.counts[1]--;
-    const pm = I[p * NI + I_META];
-    const xm = I[x * NI + I_META];
+    const pm = I[p * Rec.NI + Rec.META];
+    const xm = I[x * Rec.NI + Rec.META];
     let cur: number;
     let g: number; // free list cur is on, -1 if none
     let size: number;
-    if (pm <= M_FREE0) {
+    if (pm <= Tag.FREE0) {
       // p absorbs n (and x when free).
       cur = p;
-      g = M_FREE0 - pm;
-      size = F[p * NF + 1] + s;
+      g = Tag.FREE0 - pm;
+      size = F[p * Rec.NF + 1] + s;
       this.unlink(n);
-      if (xm <= M_FREE0) {
-        size += F[x * NF + 1];
+      if (xm <= Tag.FREE0) {
+        size += F[x * Rec.NF + 1];
         removeFree(st, x);
         this.unlink(x);
       }
-    } else if (xm <= M_FREE0) {
+    } else if (xm <= Tag.FREE0) {
       // x absorbs n by moving its start down.
       cur = x;
-      g = M_FREE0 - xm;
-      F[x * NF] = F[n * NF];
-      size = F[x * NF + 1] + s;
+      g = Tag.FREE0 - xm;
+      F[x * Rec.NF] = F[n * Rec.NF];
+      size = F[x * Rec.NF + 1] + s;
       this.unlink(n);
     } else {
       cur = n;
       g = -1;
       size = s;
     }
-    F[cur * NF + 1] = size;
+    F[cur * Rec.NF + 1] = size;
     // Inlined fileClass (free-lists.ts).
     let c: number;
     if (size < 64) c = size;
@@ -867,28 +859,28 @@ export class RangeAllocator {
       const l = 31 - Math.clz32(size);
       c = ((l - 5) << 5) + (size >>> (l - 5));
     } else {
-      const l = 63 - Math.clz32(size * INV_TWO32);
+      const l = 63 - Math.clz32(size * Num.INV_TWO32);
       c = ((l - 5) << 5) + Math.floor(size * INV_POW2[l - 5]);
     }
-    const ng = (g >= 0 ? g & -RSTRIDE : st.nRanges === 1 ? 0 : st.rangeOf(F[cur * NF]) * RSTRIDE) + c;
+    const ng = (g >= 0 ? g & -Lists.RSTRIDE : st.nRanges === 1 ? 0 : st.rangeOf(F[cur * Rec.NF]) * Lists.RSTRIDE) + c;
     if (ng !== g) {
       // Inlined removeFree and insertFree (free-lists.ts).
-      const cb = cur * NI;
+      const cb = cur * Rec.NI;
       if (g >= 0) {
-        const fp = I[cb + I_FPREV];
-        const fx = I[cb + I_FNEXT];
-        if (fx >= 0) I[fx * NI + I_FPREV] = fp;
-        if (fp >= 0) I[fp * NI + I_FNEXT] = fx;
+        const fp = I[cb + Rec.FPREV];
+        const fx = I[cb + Rec.FNEXT];
+        if (fx >= 0) I[fx * Rec.NI + Rec.FPREV] = fp;
+        if (fp >= 0) I[fp * Rec.NI + Rec.FNEXT] = fx;
         else {
           heads[g] = fx;
           if (fx < 0) clearBit(st, g);
         }
       }
       const h = heads[ng];
-      I[cb + I_FPREV] = -1;
-      I[cb + I_FNEXT] = h;
-      I[cb + I_META] = M_FREE0 - ng;
-      if (h >= 0) I[h * NI + I_FPREV] = cur;
+      I[cb + Rec.FPREV] = -1;
+      I[cb + Rec.FNEXT] = h;
+      I[cb + Rec.META] = Tag.FREE0 - ng;
+      if (h >= 0) I[h * Rec.NI + Rec.FPREV] = cur;
       else setBit(st, ng);
       heads[ng] = cur;
     }
@@ -922,22 +914,22 @@ export class RangeAllocator {
       const head = st.newNode();
       const blk = st.newNode();
       const tail = st.newNode();
-      F[head * NF] = -1;
-      F[blk * NF] = st.rStart[r];
-      F[blk * NF + 1] = st.rEnd[r] - st.rStart[r];
-      F[tail * NF] = st.rEnd[r];
-      I[head * NI + I_META] = M_SENTINEL;
-      I[tail * NI + I_META] = M_SENTINEL;
-      I[head * NI + I_PPREV] = -1;
-      I[head * NI + I_PNEXT] = blk;
-      I[blk * NI + I_PPREV] = head;
-      I[blk * NI + I_PNEXT] = tail;
-      I[blk * NI + I_TOWER] = -1;
-      I[tail * NI + I_PPREV] = blk;
-      I[tail * NI + I_PNEXT] = -1;
+      F[head * Rec.NF] = -1;
+      F[blk * Rec.NF] = st.rStart[r];
+      F[blk * Rec.NF + 1] = st.rEnd[r] - st.rStart[r];
+      F[tail * Rec.NF] = st.rEnd[r];
+      I[head * Rec.NI + Rec.META] = Tag.SENTINEL;
+      I[tail * Rec.NI + Rec.META] = Tag.SENTINEL;
+      I[head * Rec.NI + Rec.PPREV] = -1;
+      I[head * Rec.NI + Rec.PNEXT] = blk;
+      I[blk * Rec.NI + Rec.PPREV] = head;
+      I[blk * Rec.NI + Rec.PNEXT] = tail;
+      I[blk * Rec.NI + Rec.TOWER] = -1;
+      I[tail * Rec.NI + Rec.PPREV] = blk;
+      I[tail * Rec.NI + Rec.PNEXT] = -1;
       st.rHead[r] = head;
       st.rTail[r] = tail;
-      insertFree(st, blk, r * RSTRIDE + classOf(st.rEnd[r] - st.rStart[r]));
+      insertFree(st, blk, r * Lists.RSTRIDE + classOf(st.rEnd[r] - st.rStart[r]));
     }
   }
 
@@ -962,12 +954,12 @@ export class RangeAllocator {
     const r = st.rangeOf(address);
     if (r < 0) return invalidArgument(`free(${hex(address)}): address is not in any managed range`);
     const n = containing(st, r, address);
-    const a = st.F[n * NF];
-    if (st.I[n * NI + I_META] < 0) {
+    const a = st.F[n * Rec.NF];
+    if (st.I[n * Rec.NI + Rec.META] < 0) {
       return invalidArgument(`free(${hex(address)}): no live block there (double free, or never allocated)`);
     }
     return invalidArgument(
-      `free(${hex(address)}): address is inside the live block at ${hex(a)} (size ${st.F[n * NF + 1]}); pass the block's start address`,
+      `free(${hex(address)}): address is inside the live block at ${hex(a)} (size ${st.F[n * Rec.NF + 1]}); pass the block's start address`,
     );
   }
 }

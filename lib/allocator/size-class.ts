@@ -15,21 +15,29 @@
  * @module
  */
 
-/** log2 of the number of second-level classes per power of two. */
-export const SL_LOG2 = 5;
-/** Second-level classes per power of two. */
-export const SL_COUNT = 1 << SL_LOG2;
-/** First-level entries: enough for sizes up to 2^54 (a search size may exceed 2^53). */
-export const FL_COUNT = 50;
-/** Number of size classes. */
-export const NCLASS = FL_COUNT * SL_COUNT;
+// Const enums, so that tsc writes the values into the hot paths (see Rec in state.ts).
 
-/** 2^32 as a double. */
-export const TWO32 = 4294967296;
-/** 2^-32, exact: multiplying by it is an exact division. */
-export const INV_TWO32 = 1 / TWO32;
-/** 2^53: no address or end of range may exceed it. */
-export const TWO53 = 9007199254740992;
+/** The size-class index. */
+export const enum Cls {
+  /** log2 of the number of second-level classes per power of two. */
+  SL_LOG2 = 5,
+  /** Second-level classes per power of two. */
+  SL_COUNT = 1 << SL_LOG2,
+  /** First-level entries: enough for sizes up to 2^54 (a search size may exceed 2^53). */
+  FL_COUNT = 50,
+  /** Number of size classes. */
+  NCLASS = FL_COUNT * SL_COUNT,
+}
+
+/** Powers of two used on addresses held in doubles. */
+export const enum Num {
+  /** 2^32 as a double. */
+  TWO32 = 4294967296,
+  /** 2^-32, exact: multiplying by it is an exact division. */
+  INV_TWO32 = 1 / TWO32,
+  /** 2^53: no address or end of range may exceed it. */
+  TWO53 = 9007199254740992,
+}
 
 const POW2 = new Float64Array(64);
 /** INV_POW2[i] = 2^-i: multiplying by it divides exactly. */
@@ -41,7 +49,7 @@ for (let i = 0; i < 64; i++) {
 
 /** floor(log2(x)) for an integer 1 <= x < 2^64 held in a double. */
 export function log2floor(x: number): number {
-  return x < TWO32 ? 31 - Math.clz32(x) : 63 - Math.clz32(x * INV_TWO32);
+  return x < Num.TWO32 ? 31 - Math.clz32(x) : 63 - Math.clz32(x * Num.INV_TWO32);
 }
 
 /**
@@ -52,18 +60,18 @@ export function classOf(size: number): number {
   if (size < 64) return size;
   const l = log2floor(size);
   // q is the top 6 bits of size: 32..63.
-  const q = size < TWO32 ? size >>> (l - SL_LOG2) : Math.floor(size * INV_POW2[l - SL_LOG2]);
-  return ((l - SL_LOG2) << SL_LOG2) + q;
+  const q = size < Num.TWO32 ? size >>> (l - Cls.SL_LOG2) : Math.floor(size * INV_POW2[l - Cls.SL_LOG2]);
+  return ((l - Cls.SL_LOG2) << Cls.SL_LOG2) + q;
 }
 
 /**
  * The smallest class all of whose blocks are >= `size` (rounding up), so the
  * head of any non-empty class >= it fits without looking at it: TLSF's
- * O(1) good fit. May return >= NCLASS for sizes near 2^54 (then nothing fits).
+ * O(1) good fit. May return >= Cls.NCLASS for sizes near 2^54 (then nothing fits).
  */
 export function searchClassOf(size: number): number {
   if (size < 64) return size;
-  return classOf(size + POW2[log2floor(size) - SL_LOG2] - 1);
+  return classOf(size + POW2[log2floor(size) - Cls.SL_LOG2] - 1);
 }
 
 /** x mod p for an integer x < 2^53 and a power of two p. */

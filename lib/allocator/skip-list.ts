@@ -10,17 +10,17 @@
  * are dropped again, so the hot paths pay for towers only while lookups
  * happen, and a rebuild costs no more, amortised, than keeping them.
  *
- * Level 0 is the address list itself (I_PPREV/I_PNEXT); towers hold levels
+ * Level 0 is the address list itself (Rec.PPREV/Rec.PNEXT); towers hold levels
  * 1..15. A node's level is 1 + the number of leading zero bit triples of a
  * xorshift32 draw: P(level > k) = 8^-k (half as many towers to build and
  * unlink as with p = 1/4, for about the same search cost).
  * @internal
  * @module
  */
-import { type AllocatorState, I_PNEXT, I_PPREV, I_TOWER, NF, NI, corrupt } from './state.js';
+import { type AllocatorState, Rec, corrupt } from './state.js';
 
 /** Highest level, counting the address list as level 1's base (towers hold levels 1..MAX_LEVEL-1). */
-export const MAX_LEVEL = 16;
+const MAX_LEVEL = 16;
 /** Levels per tower. */
 const TW = MAX_LEVEL - 1;
 /** Tower stride in T. */
@@ -86,21 +86,21 @@ export function ensureTowers(st: AllocatorState): void {
     // The sentinels reach every level.
     const ht = takeTower(st);
     const tt = takeTower(st);
-    I[head * NI + I_TOWER] = ht * 32 + MAX_LEVEL;
-    I[tail * NI + I_TOWER] = tt * 32 + MAX_LEVEL;
+    I[head * Rec.NI + Rec.TOWER] = ht * 32 + MAX_LEVEL;
+    I[tail * Rec.NI + Rec.TOWER] = tt * 32 + MAX_LEVEL;
     last.fill(head);
-    for (let n = I[head * NI + I_PNEXT]; n !== tail; n = I[n * NI + I_PNEXT]) {
+    for (let n = I[head * Rec.NI + Rec.PNEXT]; n !== tail; n = I[n * Rec.NI + Rec.PNEXT]) {
       const level = drawLevel(st);
       if (level === 1) {
-        I[n * NI + I_TOWER] = -1;
+        I[n * Rec.NI + Rec.TOWER] = -1;
         continue;
       }
       const tw = takeTower(st);
-      I[n * NI + I_TOWER] = tw * 32 + level;
+      I[n * Rec.NI + Rec.TOWER] = tw * 32 + level;
       const T = st.T;
       for (let k = 1; k < level; k++) {
         const l = last[k];
-        T[(I[l * NI + I_TOWER] >> 5) * TS + 2 * (k - 1)] = n;
+        T[(I[l * Rec.NI + Rec.TOWER] >> 5) * TS + 2 * (k - 1)] = n;
         T[tw * TS + 2 * (k - 1) + 1] = l;
         last[k] = n;
       }
@@ -108,7 +108,7 @@ export function ensureTowers(st: AllocatorState): void {
     const T = st.T;
     for (let k = 1; k < MAX_LEVEL; k++) {
       const l = last[k];
-      T[(I[l * NI + I_TOWER] >> 5) * TS + 2 * (k - 1)] = tail;
+      T[(I[l * Rec.NI + Rec.TOWER] >> 5) * TS + 2 * (k - 1)] = tail;
       T[tt * TS + 2 * (k - 1) + 1] = l;
       T[tt * TS + 2 * (k - 1)] = -1;
       T[ht * TS + 2 * (k - 1) + 1] = -1;
@@ -127,7 +127,7 @@ export function towerFor(st: AllocatorState, x: number): void {
     return;
   }
   const level = drawLevel(st);
-  if (level === 1) st.I[x * NI + I_TOWER] = -1;
+  if (level === 1) st.I[x * Rec.NI + Rec.TOWER] = -1;
   else buildTower(st, x, level);
 }
 
@@ -135,15 +135,15 @@ function buildTower(st: AllocatorState, x: number, level: number): void {
   const I = st.I;
   const tw = takeTower(st);
   const T = st.T;
-  I[x * NI + I_TOWER] = tw * 32 + level;
-  let cand = I[x * NI + I_PPREV];
+  I[x * Rec.NI + Rec.TOWER] = tw * 32 + level;
+  let cand = I[x * Rec.NI + Rec.PPREV];
   for (let k = 1; k < level; k++) {
     // Walk back along level k-1 to the nearest node reaching level k
     // (expected 8 steps: the head sentinel reaches every level).
-    let ct = I[cand * NI + I_TOWER];
+    let ct = I[cand * Rec.NI + Rec.TOWER];
     while (ct < 0 || (ct & 31) <= k) {
-      cand = k === 1 ? I[cand * NI + I_PPREV] : T[(ct >> 5) * TS + 2 * (k - 2) + 1];
-      ct = I[cand * NI + I_TOWER];
+      cand = k === 1 ? I[cand * Rec.NI + Rec.PPREV] : T[(ct >> 5) * TS + 2 * (k - 2) + 1];
+      ct = I[cand * Rec.NI + Rec.TOWER];
     }
     const cl = (ct >> 5) * TS + 2 * (k - 1);
     const xl = tw * TS + 2 * (k - 1);
@@ -151,7 +151,7 @@ function buildTower(st: AllocatorState, x: number, level: number): void {
     T[xl] = nxt;
     T[xl + 1] = cand;
     T[cl] = x;
-    T[(I[nxt * NI + I_TOWER] >> 5) * TS + 2 * (k - 1) + 1] = x;
+    T[(I[nxt * Rec.NI + Rec.TOWER] >> 5) * TS + 2 * (k - 1) + 1] = x;
   }
 }
 
@@ -165,7 +165,7 @@ export function dropTower(st: AllocatorState, x: number): void {
     return;
   }
   const I = st.I;
-  const code = I[x * NI + I_TOWER];
+  const code = I[x * Rec.NI + Rec.TOWER];
   if (code < 0) return;
   const T = st.T;
   const tw = code >> 5;
@@ -173,8 +173,8 @@ export function dropTower(st: AllocatorState, x: number): void {
   for (let k = 1; k < level; k++) {
     const a = T[tw * TS + 2 * (k - 1) + 1];
     const b = T[tw * TS + 2 * (k - 1)];
-    T[(I[a * NI + I_TOWER] >> 5) * TS + 2 * (k - 1)] = b;
-    T[(I[b * NI + I_TOWER] >> 5) * TS + 2 * (k - 1) + 1] = a;
+    T[(I[a * Rec.NI + Rec.TOWER] >> 5) * TS + 2 * (k - 1)] = b;
+    T[(I[b * Rec.NI + Rec.TOWER] >> 5) * TS + 2 * (k - 1) + 1] = a;
   }
   T[tw * TS] = st.towerFree;
   st.towerFree = tw;
@@ -189,17 +189,17 @@ export function containing(st: AllocatorState, r: number, at: number): number {
   const T = st.T;
   let cur = st.rHead[r];
   for (let k = MAX_LEVEL - 1; k >= 1; k--) {
-    let ct = I[cur * NI + I_TOWER] >> 5;
+    let ct = I[cur * Rec.NI + Rec.TOWER] >> 5;
     for (;;) {
       const nx = T[ct * TS + 2 * (k - 1)];
-      if (F[nx * NF] > at) break;
+      if (F[nx * Rec.NF] > at) break;
       cur = nx;
-      ct = I[nx * NI + I_TOWER] >> 5;
+      ct = I[nx * Rec.NI + Rec.TOWER] >> 5;
     }
   }
   for (;;) {
-    const nx = I[cur * NI + I_PNEXT];
-    if (F[nx * NF] > at) return cur;
+    const nx = I[cur * Rec.NI + Rec.PNEXT];
+    if (F[nx * Rec.NF] > at) return cur;
     cur = nx;
   }
 }
@@ -216,16 +216,16 @@ export function checkSkipList(st: AllocatorState, r: number): void {
     let e = head;
     for (let steps = 0; ; steps++) {
       if (steps > st.nodeCap) throw corrupt(`range ${r}: skip list level ${k} has a cycle`);
-      e = I[e * NI + I_PNEXT];
+      e = I[e * Rec.NI + Rec.PNEXT];
       while (e !== tail) {
-        const et = I[e * NI + I_TOWER];
+        const et = I[e * Rec.NI + Rec.TOWER];
         if (et >= 0 && (et & 31) > k) break;
-        e = I[e * NI + I_PNEXT];
+        e = I[e * Rec.NI + Rec.PNEXT];
       }
-      const nx = st.T[(I[cur * NI + I_TOWER] >> 5) * TS + 2 * (k - 1)];
-      if (nx !== e) throw corrupt(`range ${r}: skip list level ${k} does not link 0x${F[e * NF].toString(16)} next`);
-      if (st.T[(I[nx * NI + I_TOWER] >> 5) * TS + 2 * (k - 1) + 1] !== cur) {
-        throw corrupt(`range ${r}: skip list level ${k} back link of 0x${F[nx * NF].toString(16)}`);
+      const nx = st.T[(I[cur * Rec.NI + Rec.TOWER] >> 5) * TS + 2 * (k - 1)];
+      if (nx !== e) throw corrupt(`range ${r}: skip list level ${k} does not link 0x${F[e * Rec.NF].toString(16)} next`);
+      if (st.T[(I[nx * Rec.NI + Rec.TOWER] >> 5) * TS + 2 * (k - 1) + 1] !== cur) {
+        throw corrupt(`range ${r}: skip list level ${k} back link of 0x${F[nx * Rec.NF].toString(16)}`);
       }
       if (e === tail) break;
       cur = nx;

@@ -9,37 +9,51 @@
  */
 import { PhysmemError } from '../errors.js';
 
-// Node record: 5 doubles = 10 int32 slots, in one ArrayBuffer.
-/** Doubles per node: F[n * NF] is the block's start address, F[n * NF + 1] its size. */
-export const NF = 5;
-/** Int32 slots per node (slots 0-3 overlap the address and the size). */
-export const NI = 10;
-/** Previous block in address order (level 0 of the skip list). */
-export const I_PPREV = 4;
-/** Next block in address order. */
-export const I_PNEXT = 5;
-/** Free-list links (free blocks only). */
-export const I_FPREV = 6;
-/** Next on the free list; also chains unused records. */
-export const I_FNEXT = 7;
-/** Owner (>= 0) of a live block, or one of the M_* tags. */
-export const I_META = 8;
-/** Skip-list tower: tower * 32 + level for level >= 2, -1 for level 1. Meaningful only while towers are built. */
-export const I_TOWER = 9;
+// The layout constants are const enums: tsc writes their values into the
+// code that uses them. An imported `const` is read from its module's cell
+// (and checked for the temporal dead zone) at every use in V8's optimised
+// code, and cannot be folded into `n * 10 + 8`: that was a quarter of the
+// hot paths' instructions.
 
-/** I_META of the two sentinels that bracket each range's address list. */
-export const M_SENTINEL = -1;
-/** I_META of an unused record. */
-export const M_UNUSED = -2;
-/** I_META M_FREE0 - g (<= -3): a free block on free list g = range * RSTRIDE + class. */
-export const M_FREE0 = -3;
+/** Node record: 5 doubles = 10 int32 slots, in one ArrayBuffer. */
+export const enum Rec {
+  /** Doubles per node: F[n * NF] is the block's start address, F[n * NF + 1] its size. */
+  NF = 5,
+  /** Int32 slots per node (slots 0-3 overlap the address and the size). */
+  NI = 10,
+  /** Previous block in address order (level 0 of the skip list). */
+  PPREV = 4,
+  /** Next block in address order. */
+  PNEXT = 5,
+  /** Free-list links (free blocks only). */
+  FPREV = 6,
+  /** Next on the free list; also chains unused records. */
+  FNEXT = 7,
+  /** Owner (>= 0) of a live block, or one of the {@link Tag} values. */
+  META = 8,
+  /** Skip-list tower: tower * 32 + level for level >= 2, -1 for level 1. Meaningful only while towers are built. */
+  TOWER = 9,
+}
 
-/** log2 of the free-list index stride per range: ranges start at multiples of 2048 classes, so `g & -RSTRIDE` is g's range base. */
-export const RSTRIDE_LOG2 = 11;
-/** Free-list index stride per range: a power of two >= NCLASS (1600), so no `%` on the hot path. */
-export const RSTRIDE = 1 << RSTRIDE_LOG2;
-/** Second-level bitmap words per range (RSTRIDE / 32). */
-export const FL_STRIDE = RSTRIDE >>> 5;
+/** Rec.META values other than an owner (>= 0). */
+export const enum Tag {
+  /** The two sentinels that bracket each range's address list. */
+  SENTINEL = -1,
+  /** An unused record. */
+  UNUSED = -2,
+  /** FREE0 - g (<= -3): a free block on free list g = range * Lists.RSTRIDE + class. */
+  FREE0 = -3,
+}
+
+/** Indexing of the per-range free lists and bitmaps. */
+export const enum Lists {
+  /** log2 of the free-list index stride per range: ranges start at multiples of 2048 classes, so `g & -RSTRIDE` is g's range base. */
+  RSTRIDE_LOG2 = 11,
+  /** Free-list index stride per range: a power of two >= Cls.NCLASS (1600), so no `%` on the hot path. */
+  RSTRIDE = 1 << RSTRIDE_LOG2,
+  /** Second-level bitmap words per range (RSTRIDE / 32). */
+  FL_STRIDE = RSTRIDE >>> 5,
+}
 
 const INITIAL_NODES = 64;
 
@@ -64,9 +78,9 @@ export class AllocatorState {
   nodeFree = -1;
   nodeAvail = 0;
 
-  // Segregated free lists: heads[g] for g = range * RSTRIDE + class; bitmaps:
+  // Segregated free lists: heads[g] for g = range * Lists.RSTRIDE + class; bitmaps:
   // slBits[g >>> 5] has bit (g & 31) set when list g is non-empty, and
-  // flLo/flHi[range] bit fl when slBits[range * FL_STRIDE + fl] != 0.
+  // flLo/flHi[range] bit fl when slBits[range * Lists.FL_STRIDE + fl] != 0.
   readonly heads: Int32Array;
   readonly slBits: Int32Array;
   readonly flLo: Int32Array;
@@ -124,8 +138,8 @@ export class AllocatorState {
       this.rStart[r] = ranges[r].start;
       this.rEnd[r] = ranges[r].end;
     }
-    this.heads = new Int32Array(R * RSTRIDE);
-    this.slBits = new Int32Array(R * FL_STRIDE);
+    this.heads = new Int32Array(R * Lists.RSTRIDE);
+    this.slBits = new Int32Array(R * Lists.FL_STRIDE);
     this.flLo = new Int32Array(R);
     this.flHi = new Int32Array(R);
   }
@@ -133,15 +147,15 @@ export class AllocatorState {
   /** Take an unused record (the caller made sure one exists). */
   newNode(): number {
     const n = this.nodeFree;
-    this.nodeFree = this.I[n * NI + I_FNEXT];
+    this.nodeFree = this.I[n * Rec.NI + Rec.FNEXT];
     this.nodeAvail--;
     return n;
   }
 
   /** Return record x to the unused stack. */
   recycle(x: number): void {
-    this.I[x * NI + I_META] = M_UNUSED;
-    this.I[x * NI + I_FNEXT] = this.nodeFree;
+    this.I[x * Rec.NI + Rec.META] = Tag.UNUSED;
+    this.I[x * Rec.NI + Rec.FNEXT] = this.nodeFree;
     this.nodeFree = x;
     this.nodeAvail++;
   }
@@ -150,14 +164,14 @@ export class AllocatorState {
   growNodes(): void {
     const old = this.nodeCap;
     const cap = old === 0 ? INITIAL_NODES : old * 2;
-    const buf = new ArrayBuffer(cap * NF * 8);
+    const buf = new ArrayBuffer(cap * Rec.NF * 8);
     const F = new Float64Array(buf);
     const I = new Int32Array(buf);
     F.set(this.F);
     for (let n = cap - 1; n >= old; n--) {
-      I[n * NI + I_META] = M_UNUSED;
-      I[n * NI + I_TOWER] = -1;
-      I[n * NI + I_FNEXT] = this.nodeFree;
+      I[n * Rec.NI + Rec.META] = Tag.UNUSED;
+      I[n * Rec.NI + Rec.TOWER] = -1;
+      I[n * Rec.NI + Rec.FNEXT] = this.nodeFree;
       this.nodeFree = n;
     }
     this.F = F;
