@@ -550,7 +550,9 @@ export class RangeAllocator {
     // below c can still hold s bytes; when alignment is small (no search
     // slack needed) looking through them is exact and all there is to do.
     if (r < 0 && align <= Align.DEFAULT) {
-      // Usually those classes are empty: test their bits before calling out.
+      // Usually those classes are empty, and a block found in one is usually
+      // too small: test the bits and walk the lists here, without a call
+      // (this runs on every failing plain request).
       // lo = classOf(s) (size-class.ts), inlined.
       let lo: number;
       if (s < 64) lo = s;
@@ -558,41 +560,27 @@ export class RangeAllocator {
         const l = 31 - Math.clz32(s);
         lo = ((l - 5) << 5) + (s >>> (l - 5));
       } else lo = classOf(s);
+      const F = st.F;
+      const I = st.I;
       for (let rr = st.nRanges - 1; rr >= 0; rr--) {
         for (let g = rr * Lists.RSTRIDE + lo, ge = rr * Lists.RSTRIDE + c; g < ge; g++) {
-          if ((slBits[g >>> 5] & (1 << (g & 31))) !== 0) return this.scanBelow(s, c, align, owner);
+          if ((slBits[g >>> 5] & (1 << (g & 31))) === 0) continue;
+          // The first block of list g holding s bytes at `align` (<= 64, so the low 32 bits give the remainder).
+          for (let n = st.heads[g]; n >= 0; n = I[n * Rec.NI + Rec.FNEXT]) {
+            const a = F[n * Rec.NF];
+            const rem = (a >>> 0) & (align - 1);
+            const at = rem === 0 ? a : a + align - rem;
+            if (at + s <= a + F[n * Rec.NF + 1]) {
+              if (rem === 0) this.takeLow(n, s, owner);
+              else this.takeInside(n, at, s, owner);
+              return at;
+            }
+          }
         }
       }
       return -1;
     }
     return this.allocSearch(s, align, 0, Infinity, owner, align <= Align.DEFAULT);
-  }
-
-  /**
-   * Plain-request fallback: first block of classes [classOf(s), c) holding
-   * `s` bytes at `align`, or -1. Usually one class, often empty.
-   */
-  private scanBelow(s: number, c: number, align: number, owner: number): number {
-    const st = this.st;
-    const F = st.F;
-    const I = st.I;
-    const lo = classOf(s);
-    for (let r = st.nRanges - 1; r >= 0; r--) {
-      for (let cc = lo; cc < c; cc++) {
-        const g = r * Lists.RSTRIDE + cc;
-        if ((st.slBits[g >>> 5] & (1 << (g & 31))) === 0) continue;
-        for (let n = st.heads[g]; n >= 0; n = I[n * Rec.NI + Rec.FNEXT]) {
-          const a = F[n * Rec.NF];
-          const size = F[n * Rec.NF + 1];
-          const at = a + padTo(a, align);
-          if (at + s <= a + size) {
-            this.take(n, at, s, owner);
-            return at;
-          }
-        }
-      }
-    }
-    return -1;
   }
 
   /**

@@ -24,6 +24,7 @@ export const enum Rec {
   /** Previous block in address order (level 0 of the skip list). */
   PPREV = 4,
   /** Next block in address order. */
+  // eslint-disable-next-line @typescript-eslint/no-duplicate-enum-values -- a slot, not the stride NF: equal by coincidence
   PNEXT = 5,
   /** Free-list links (free blocks only). */
   FPREV = 6,
