@@ -90,7 +90,8 @@ function formatMessage(code: string, detail: string, f: PhysmemErrorFields): str
   let msg = `${code}: ${detail}`;
   if (f.syscall !== undefined) msg += `, ${f.syscall}`;
   if (f.path !== undefined) msg += ` '${f.path}'`;
-  if (f.hint) msg += `. ${f.hint}`;
+  // A detail that ends a sentence itself ("did you mean 'align'?") takes no second stop.
+  if (f.hint) msg += `${/[.?!]$/.test(msg) ? '' : '.'} ${f.hint}`;
   return msg;
 }
 

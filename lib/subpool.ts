@@ -346,7 +346,7 @@ export class SubPool<B extends SubPoolMemory = SubPoolMemory> {
     if (this.closed) return closedError('free');
     const i = (block as SubPoolBlock | undefined)?.index;
     if (typeof i !== 'number' || this.#blocks[i] !== block) {
-      return invalidArgument('not a block of this sub-pool', 'pass a block returned by this sub-pool\'s alloc()');
+      return invalidArgument('not a block of this sub-pool', 'Pass a block returned by this sub-pool\'s alloc().');
     }
     return new PhysmemError('EINVAL', `block ${i} of the sub-pool is not allocated (double free?)`, { hint: 'free each block once' });
   }

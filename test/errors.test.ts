@@ -12,6 +12,11 @@ describe('PhysmemError', () => {
     expect(e.stack).toContain('PhysmemError');
   });
 
+  it('a detail that ends its own sentence gets no second stop before the hint', () => {
+    expect(invalidArgument("unknown option 'x'; did you mean 'y'?", 'Use y.').message).toBe("EINVAL: unknown option 'x'; did you mean 'y'? Use y.");
+    expect(invalidArgument('bad size', 'Use 4096.').message).toBe('EINVAL: bad size. Use 4096.');
+  });
+
   it('maps errno numbers both signs, and unknown ones', () => {
     expect(codeOfErrno(1)).toBe('EPERM');
     expect(codeOfErrno(-22)).toBe('EINVAL');

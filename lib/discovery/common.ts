@@ -21,7 +21,7 @@ export type FirmwareInput = readonly FirmwareRange[] | readonly RawFirmwareEntry
 
 /** Parsed firmware entries, sorted by address, from parsed or raw input. @throws {PhysmemError} EINVAL when raw entries do not parse. */
 export function toFirmware(f: FirmwareInput): FirmwareRange[] {
-  if (!Array.isArray(f)) throw invalidArgument(`firmware must be an array of firmware map entries, got ${describeValue(f)}`, 'pass readMemoryMaps().firmware, or { start, end, type } entries');
+  if (!Array.isArray(f)) throw invalidArgument(`firmware must be an array of firmware map entries, got ${describeValue(f)}`, 'Pass readMemoryMaps().firmware, or { start, end, type } entries.');
   const raw = f.length > 0 && typeof (f[0] as { start?: unknown } | null)?.start === 'string';
   const want = raw ? 'string' : 'bigint';
   f.forEach((e: unknown, i) => {

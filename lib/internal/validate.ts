@@ -159,7 +159,7 @@ export function checkTimeoutMs(value: unknown, where: string, infinite = false, 
   if (infinite && value === Infinity) return;
   throw invalidArgument(
     `${where} ${name} must be an integer number of milliseconds from 0 to 2^31 - 1${infinite ? ' or Infinity' : ''}, got ${describeValue(value)}`,
-    infinite ? 'for no limit pass Infinity; 2^31 - 1 ms is about 24.8 days' : `for the default leave ${name} out; 2^31 - 1 ms is about 24.8 days`,
+    infinite ? 'For no limit pass Infinity; 2^31 - 1 ms is about 24.8 days.' : `Leave ${name} out for the default; 2^31 - 1 ms is about 24.8 days.`,
   );
 }
 
@@ -172,7 +172,7 @@ export function toBusOffset(value: unknown, name = 'busOffset'): bigint {
   if (value === undefined) return 0n;
   if (typeof value === 'bigint') return value;
   if (typeof value === 'number' && Number.isSafeInteger(value)) return BigInt(value);
-  throw invalidArgument(`${name} must be a bigint or an integer number of bytes, got ${describeValue(value)}`, 'pass e.g. 0x4000_0000n or -0x8000_0000');
+  throw invalidArgument(`${name} must be a bigint or an integer number of bytes, got ${describeValue(value)}`, 'Pass e.g. 0x4000_0000n or -0x8000_0000.');
 }
 
 /**
