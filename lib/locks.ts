@@ -29,7 +29,7 @@ import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSyn
 import { join, resolve } from 'node:path';
 import { PhysmemError, invalidArgument } from './errors.js';
 import { native, toPhysmemError } from './native.js';
-import { checkPath, describeValue, hex, optionNames, optionsChecker } from './internal/validate.js';
+import { checkPath, describeValue, hex, isArray, optionNames, optionsChecker } from './internal/validate.js';
 
 /** The lock directory when neither the option nor `$PHYSMEM_LOCK_DIR` says otherwise. */
 export const DEFAULT_LOCK_DIR = '/run/physmem';
@@ -309,7 +309,7 @@ function lockFileHint(code: string): string | undefined {
 export function lockRegion(kind: string, ranges: readonly LockRangeInput[], options: LockRegionOptions = {}): RegionLock {
   checkLockRegionOptions(options);
   checkKind(kind);
-  if (!Array.isArray(ranges) || ranges.length === 0) throw invalidArgument('ranges must be a non-empty array of { start, size }');
+  if (!isArray(ranges) || ranges.length === 0) throw invalidArgument('ranges must be a non-empty array of { start, size }');
   const want: LockedRange[] = ranges.map((r, i) => {
     if (typeof r !== 'object' || r === null) throw invalidArgument(`ranges[${i}] must be { start, size }`);
     const start = toBig(r.start, `ranges[${i}].start`);

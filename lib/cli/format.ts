@@ -65,7 +65,7 @@ export const JSON_ADDRESS_KEYS: ReadonlySet<string> = new Set(['start', 'end', '
 export function toJson(value: unknown): string {
   return JSON.stringify(
     value,
-    (k, v) => {
+    (k: string, v: unknown): unknown => {
       if (JSON_ADDRESS_KEYS.has(k) && (typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0))) return hex(v);
       return typeof v === 'bigint' ? Number(v) : v;
     },

@@ -43,6 +43,14 @@ export function toAddressNumber(value: bigint | number, name: string): number {
   return n;
 }
 
+/**
+ * `Array.isArray` that keeps a declared array's element type: the built-in
+ * narrows a `readonly T[]` to `any[]`, which would let unchecked values through.
+ */
+export function isArray<T>(value: readonly T[] | null | undefined): value is readonly T[] {
+  return Array.isArray(value);
+}
+
 /** A short description of a bad value for a message: `null`, `an array`, `function`, `'abc'`, `1.5`. */
 export function describeValue(value: unknown): string {
   if (value === null) return 'null';

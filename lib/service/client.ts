@@ -38,7 +38,7 @@ import {
   type WireStats,
 } from './protocol.js';
 import type { BackendName } from '../backends/types.js';
-import { checkBoolean, closestName, describeValue, hex, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, closestName, describeValue, hex, isArray, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of a pool served by a daemon. */
 export interface ServicePoolOptions {
@@ -94,8 +94,8 @@ export interface ServiceStats extends Omit<WireStats, 'busOffset' | 'ranges'> {
  */
 export class PendingTable {
   #ids: number[] = new Array<number>(16).fill(0);
-  #resolve: (((r: WireOk) => void) | undefined)[] = new Array(16).fill(undefined);
-  #reject: (((e: PhysmemError) => void) | undefined)[] = new Array(16).fill(undefined);
+  #resolve: (((r: WireOk) => void) | undefined)[] = new Array<((r: WireOk) => void) | undefined>(16).fill(undefined);
+  #reject: (((e: PhysmemError) => void) | undefined)[] = new Array<((e: PhysmemError) => void) | undefined>(16).fill(undefined);
   #mask = 15;
   #next = 1;
   /** Requests waiting. */
@@ -153,8 +153,8 @@ export class PendingTable {
     const rej = this.#reject;
     const n = ids.length * 2;
     this.#ids = new Array<number>(n).fill(0);
-    this.#resolve = new Array(n).fill(undefined);
-    this.#reject = new Array(n).fill(undefined);
+    this.#resolve = new Array<((r: WireOk) => void) | undefined>(n).fill(undefined);
+    this.#reject = new Array<((e: PhysmemError) => void) | undefined>(n).fill(undefined);
     this.#mask = n - 1;
     for (let j = 0; j < ids.length; j++) {
       if (ids[j] === 0) continue;
@@ -529,7 +529,7 @@ export class ServicePool {
    *   already reclaimed, or its grace period is over); EINVAL for a malformed token.
    */
   async reclaim(tokens: readonly string[]): Promise<ServiceBuffer[]> {
-    if (!Array.isArray(tokens)) throw invalidArgument('tokens must be an array of token strings');
+    if (!isArray(tokens)) throw invalidArgument('tokens must be an array of token strings');
     if (this.#fd === -1) throw noMapping();
     const r = parseReclaimReply(await this.#request({ op: 'reclaim', tokens: [...tokens] }));
     const out: ServiceBuffer[] = [];

@@ -22,7 +22,7 @@ import {
   type WaitInterruptOptions,
 } from '../vfio/irq.js';
 import { FakeDmaDevice } from './dma.js';
-import { checkBoolean, describeValue, hex, isPowerOfTwo, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, describeValue, hex, isArray, isPowerOfTwo, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Width of one register access in bytes. */
 export type RegisterWidth = 1 | 2 | 4 | 8;
@@ -154,7 +154,7 @@ export class FakePciDevice implements InterruptSource, Disposable {
   constructor(options: FakePciDeviceOptions) {
     checkFakePciDeviceOptions(options);
     if (!(options.pool instanceof Pool)) throw invalidArgument(`new FakePciDevice() pool must be a Pool (from openPoolSync()), got ${describeValue(options.pool)}`);
-    if (!Array.isArray(options.bars) || options.bars.length > 6) throw invalidArgument('bars must be an array of at most 6 { size } entries');
+    if (!isArray(options.bars) || options.bars.length > 6) throw invalidArgument('bars must be an array of at most 6 { size } entries');
     options.bars.forEach((b, n) => {
       if (b === undefined) return;
       checkFakeBarOptions(b);
