@@ -13,7 +13,7 @@
 import { addressAt } from './address.js';
 import type { SyncDirection } from './dma-types.js';
 import { PhysmemError, invalidArgument } from './errors.js';
-import { isPowerOfTwo, optionsChecker } from './internal/validate.js';
+import { isPowerOfTwo, optionNames, optionsChecker } from './internal/validate.js';
 
 /**
  * What a sub-pool needs of the memory its blocks live in: a {@link DmaBuffer}
@@ -353,7 +353,7 @@ export class SubPool<B extends SubPoolMemory = SubPoolMemory> {
 }
 
 /** Refuses a non-object and unknown option names (with "did you mean"). */
-const checkSubPoolOptions = optionsChecker('pool.createSubPool()', ['blockSize', 'count', 'align', 'boundary', 'maxAddress']);
+const checkSubPoolOptions = optionsChecker('pool.createSubPool()', optionNames<SubPoolOptions>({ blockSize: true, count: true, align: true, boundary: true, maxAddress: true }));
 
 /**
  * @internal Carve a new sub-pool out of `pool` (the body of {@link Pool.createSubPool}).

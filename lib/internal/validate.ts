@@ -102,7 +102,8 @@ export function closestName(name: string, known: readonly string[]): string | un
  * that is not a plain object (null, an array, a number, ...) and any property
  * name it does not know, so a misspelt option (`alignment` for `align`)
  * cannot be silently ignored. Built once per entry point; the check itself
- * is one `for...in` over the caller's keys and a Set lookup each.
+ * is one `for...in` over the caller's keys, each compared with the known
+ * names (a Set lookup past 16 names).
  * @param where - the entry point, for messages, e.g. `'pool.alloc()'`.
  * @param names - every option name the entry point accepts.
  * @returns a function that returns its argument, typed, or throws.
