@@ -369,7 +369,7 @@ export class Pool {
         if (!wait) throw this.#noMemory(size, options);
       }
       // A request no memory of this pool could ever satisfy would wait for ever: refuse it now.
-      if (size > this.#largestRange || !this.#couldFit(size, this.#allocOptions(options))) throw this.#noMemory(size, options);
+      if (!this.#couldFit(size, this.#allocOptions(options))) throw this.#noMemory(size, options);
       return new Promise<DmaBuffer>((resolve, reject) => {
         let timer: NodeJS.Timeout | undefined;
         const waiter: Waiter = {
