@@ -362,14 +362,15 @@ export class Pool {
       checkTimeoutMs(timeoutMs, 'pool.allocAsync()');
       checkSignal(signal, 'pool.allocAsync()');
       if (signal?.aborted) throw cancelled(signal);
+      const placement = this.#allocOptions(options);
       // First come, first served: do not overtake allocations already waiting.
       if (this.#waiters.length === 0 || !wait) {
-        const addr = this.#alloc.alloc(size, this.#allocOptions(options));
+        const addr = this.#alloc.alloc(size, placement);
         if (addr >= 0) return Promise.resolve(this.#wrap(addr, size, options.zero !== false));
         if (!wait) throw this.#noMemory(size, options);
       }
       // A request no memory of this pool could ever satisfy would wait for ever: refuse it now.
-      if (!this.#couldFit(size, this.#allocOptions(options))) throw this.#noMemory(size, options);
+      if (!this.#couldFit(size, placement)) throw this.#noMemory(size, options);
       return new Promise<DmaBuffer>((resolve, reject) => {
         let timer: NodeJS.Timeout | undefined;
         const waiter: Waiter = {
