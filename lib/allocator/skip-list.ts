@@ -18,6 +18,7 @@
  * @module
  */
 import { type AllocatorState, Rec, corrupt } from './state.js';
+import { hex } from '../internal/validate.js';
 
 /** Highest level, counting the address list as level 1's base (towers hold levels 1..MAX_LEVEL-1). */
 const MAX_LEVEL = 16;
@@ -223,9 +224,9 @@ export function checkSkipList(st: AllocatorState, r: number): void {
         e = I[e * Rec.NI + Rec.PNEXT];
       }
       const nx = st.T[(I[cur * Rec.NI + Rec.TOWER] >> 5) * TS + 2 * (k - 1)];
-      if (nx !== e) throw corrupt(`range ${r}: skip list level ${k} does not link 0x${F[e * Rec.NF].toString(16)} next`);
+      if (nx !== e) throw corrupt(`range ${r}: skip list level ${k} does not link ${hex(F[e * Rec.NF])} next`);
       if (st.T[(I[nx * Rec.NI + Rec.TOWER] >> 5) * TS + 2 * (k - 1) + 1] !== cur) {
-        throw corrupt(`range ${r}: skip list level ${k} back link of 0x${F[nx * Rec.NF].toString(16)}`);
+        throw corrupt(`range ${r}: skip list level ${k} back link of ${hex(F[nx * Rec.NF])}`);
       }
       if (e === tail) break;
       cur = nx;

@@ -38,7 +38,7 @@ import {
   type WireStats,
 } from './protocol.js';
 import type { BackendName } from '../backends/types.js';
-import { checkBoolean, closestName, describeValue, hex, isArray, optionNames, optionsChecker } from '../internal/validate.js';
+import { checkBoolean, checkSignal, closestName, describeValue, hex, isArray, optionNames, optionsChecker } from '../internal/validate.js';
 
 /** Options of a pool served by a daemon. */
 export interface ServicePoolOptions {
@@ -444,7 +444,7 @@ export class ServicePool {
     const { align, wait, timeoutMs, signal, name } = options;
     try {
       if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) throw invalidArgument(`size must be a positive integer, got ${String(size)}`);
-      if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('signal must be an AbortSignal');
+      checkSignal(signal, 'pool.allocAsync()');
       if (signal?.aborted) throw new PhysmemError('ECANCELED', 'waiting allocation was aborted', { hint: 'the AbortSignal passed as `signal` fired', cause: signal.reason });
       // Checked here because the binary frame cannot carry a bad value to the daemon (which checks again).
       const wrong = allocFieldError(size, align, wait, timeoutMs, name);
